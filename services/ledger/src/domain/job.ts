@@ -1,0 +1,58 @@
+import type { BackupType, JobStatus, JobType } from '@tidemark/shared';
+
+/** The ledger's record of one job, as the state machine sees it (no I/O, no ORM). */
+export interface JobRecord {
+  jobId: string;
+  jobType: JobType;
+  vmName: string;
+  backupType: BackupType;
+  repositoryId: string;
+  policyId: string | null;
+  parentJobId: string | null;
+  status: JobStatus;
+  /** The job's change_id when it has exactly one disk; per-disk values live in `disks`. */
+  changeId: string | null;
+  bytesTransferred: number | null;
+  errorCode: string | null;
+  errorMessage: string | null;
+  retryable: boolean | null;
+  progress: ProgressRecord | null;
+  createdAt: Date;
+  startedAt: Date | null;
+  completedAt: Date | null;
+  /** Keyed by disk key, in the order the disks were first reported. */
+  disks: Map<string, DiskRecord>;
+}
+
+export interface ProgressRecord {
+  phase: string;
+  sequence: number;
+  bytesDone: number;
+  bytesTotal: number;
+  bytesPerSecond: number;
+}
+
+export interface DiskRecord {
+  diskKey: string;
+  source: string | null;
+  changeId: string | null;
+  previousChangeId: string | null;
+  bytesTransferred: number | null;
+  bytesTotal: number | null;
+  targetPath: string | null;
+  backingPath: string | null;
+}
+
+export const activeStatuses: readonly JobStatus[] = ['queued', 'running'];
+
+export function isActive(status: JobStatus): boolean {
+  return activeStatuses.includes(status);
+}
+
+export function cloneJob(job: JobRecord): JobRecord {
+  return {
+    ...job,
+    progress: job.progress && { ...job.progress },
+    disks: new Map([...job.disks].map(([k, d]) => [k, { ...d }])),
+  };
+}

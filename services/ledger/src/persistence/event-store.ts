@@ -1,0 +1,286 @@
+import type { AnyEvent, FieldIssue, JobType } from '@tidemark/shared';
+import type { DataSource, QueryRunner } from 'typeorm';
+import type { JobRecord } from '../domain/job';
+import { isActive } from '../domain/job';
+import { decide, type ApplyContext, type RejectCode } from '../domain/state-machine';
+import {
+  diskColumns,
+  diskValues,
+  jobColumns,
+  jobFromRows,
+  jobValues,
+  type DiskRow,
+  type JobRow,
+} from './job-rows';
+
+export type Outcome =
+  | { kind: 'applied'; note: string; job: JobRecord }
+  | { kind: 'ignored'; why: string }
+  /** Applied before (a redelivery or a republished event). */
+  | { kind: 'duplicate' }
+  | { kind: 'rejected'; code: RejectCode; reason: string; issues: FieldIssue[] }
+  | { kind: 'deferred'; why: string };
+
+/** Errors that will happen again however often the same write is tried. */
+const deterministicErrnos = new Set([
+  1048, // column cannot be null
+  1062, // duplicate entry (e.g. a second active job for a VM)
+  1264, // out of range
+  1366, // incorrect value
+  1406, // data too long
+  1451, // row is referenced
+  1452, // foreign key: referenced row missing
+  3819, // MySQL CHECK constraint
+  4025, // MariaDB CHECK constraint
+]);
+
+export function errnoOf(err: unknown): number | undefined {
+  const e = err as { errno?: number; driverError?: { errno?: number } };
+  return e?.driverError?.errno ?? e?.errno;
+}
+
+export function isDeterministic(err: unknown): boolean {
+  const errno = errnoOf(err);
+  return errno !== undefined && deterministicErrnos.has(errno);
+}
+
+const placeholders = (n: number) => Array(n).fill('?').join(', ');
+const activeKey = (vmName: string, jobType: JobType) => `${jobType}\u0000${vmName}`;
+
+/**
+ * Applies events in one transaction: reads what they touch in a few queries, runs each through
+ * the state machine in order, and writes the changed jobs, their disks and the processed event
+ * ids together. Either all of it commits or none of it does.
+ */
+export async function applyEvents(
+  ds: DataSource,
+  events: AnyEvent[],
+  now = new Date(),
+): Promise<Outcome[]> {
+  const q = ds.createQueryRunner();
+  await q.connect();
+  try {
+    await q.startTransaction('READ COMMITTED');
+    const outcomes = await applyInTransaction(q, events, now);
+    await q.commitTransaction();
+    return outcomes;
+  } catch (err) {
+    if (q.isTransactionActive) await q.rollbackTransaction().catch(() => undefined);
+    throw err;
+  } finally {
+    await q.release();
+  }
+}
+
+/**
+ * Like `applyEvents`, but a batch that fails on one bad write is split: each event gets its own
+ * transaction, and an event whose write can never succeed is rejected with the database's
+ * reason. Transient failures (connection lost, deadlock) are thrown for the caller to retry.
+ */
+export async function applyEventsIsolating(ds: DataSource, events: AnyEvent[]): Promise<Outcome[]> {
+  try {
+    return await applyEvents(ds, events);
+  } catch (err) {
+    if (!isDeterministic(err) || events.length === 1) {
+      if (events.length === 1 && isDeterministic(err)) return [dbReject(err)];
+      throw err;
+    }
+  }
+  const outcomes: Outcome[] = [];
+  for (const event of events) {
+    try {
+      outcomes.push(...(await applyEvents(ds, [event])));
+    } catch (err) {
+      if (!isDeterministic(err)) throw err;
+      outcomes.push(dbReject(err));
+    }
+  }
+  return outcomes;
+}
+
+function dbReject(err: unknown): Outcome {
+  const errno = errnoOf(err);
+  const message = (err as Error).message;
+  const reason =
+    errno === 1062 && /one_active/.test(message)
+      ? 'the VM already has an active job of this type'
+      : `the database refused the change: ${message}`;
+  return {
+    kind: 'rejected',
+    code: errno === 1062 ? 'CONFLICT' : errno === 1452 ? 'NOT_FOUND' : 'INVALID',
+    reason,
+    issues: [{ path: '', message: reason }],
+  };
+}
+
+async function applyInTransaction(
+  q: QueryRunner,
+  events: AnyEvent[],
+  now: Date,
+): Promise<Outcome[]> {
+  const jobIds = [...new Set(events.map((e) => e.jobId))];
+  const eventIds = [...new Set(events.map((e) => e.id))];
+
+  const processed = new Set<string>(
+    (
+      await q.query(
+        `SELECT event_id FROM processed_events WHERE event_id IN (${placeholders(eventIds.length)})`,
+        eventIds,
+      )
+    ).map((r: { event_id: string }) => r.event_id),
+  );
+  const jobRows: JobRow[] = await q.query(
+    `SELECT * FROM backup_jobs WHERE id IN (${placeholders(jobIds.length)}) FOR UPDATE`,
+    jobIds,
+  );
+  const diskRows: DiskRow[] = jobRows.length
+    ? await q.query(
+        `SELECT * FROM backup_disks WHERE job_id IN (${placeholders(jobRows.length)})`,
+        jobRows.map((r) => r.id),
+      )
+    : [];
+  const working = new Map<string, JobRecord>();
+  for (const row of jobRows) {
+    working.set(
+      row.id,
+      jobFromRows(
+        row,
+        diskRows.filter((d) => d.job_id === row.id),
+      ),
+    );
+  }
+
+  // References named by events that may create a job.
+  const repoIds = new Set<string>();
+  const policyIds = new Set<string>();
+  const parentIds = new Set<string>();
+  const vmNames = new Set<string>();
+  for (const e of events) {
+    if (e.type === 'backup.progress') continue;
+    const d = e.data as {
+      repositoryId?: string;
+      policyId?: string | null;
+      parentJobId?: string | null;
+      vmName?: string;
+    };
+    if (d.repositoryId) repoIds.add(d.repositoryId);
+    if (d.policyId) policyIds.add(d.policyId);
+    if (d.parentJobId) parentIds.add(d.parentJobId);
+    if (d.vmName) vmNames.add(d.vmName);
+  }
+  const existing = async (table: string, ids: Set<string>) =>
+    ids.size === 0
+      ? new Set<string>()
+      : new Set<string>(
+          (
+            await q.query(`SELECT id FROM ${table} WHERE id IN (${placeholders(ids.size)})`, [
+              ...ids,
+            ])
+          ).map((r: { id: string }) => r.id),
+        );
+  const repos = await existing('backup_repositories', repoIds);
+  const policies = await existing('backup_policies', policyIds);
+  const parents = await existing('backup_jobs', parentIds);
+  const active = new Map<string, string>();
+  if (vmNames.size > 0) {
+    const rows: { id: string; vm_name: string; job_type: JobType }[] = await q.query(
+      `SELECT id, vm_name, job_type FROM backup_jobs WHERE active_vm_name IN (${placeholders(vmNames.size)})`,
+      [...vmNames],
+    );
+    for (const r of rows) active.set(activeKey(r.vm_name, r.job_type), r.id);
+  }
+
+  const ctx: ApplyContext = {
+    repositoryExists: (id) => repos.has(id),
+    policyExists: (id) => policies.has(id),
+    jobExists: (id) => working.has(id) || parents.has(id),
+    activeJobOf: (vm, type) => active.get(activeKey(vm, type)) ?? null,
+  };
+
+  const outcomes: Outcome[] = [];
+  const dirty = new Set<string>();
+  const processedRows: unknown[][] = [];
+  for (const event of events) {
+    if (processed.has(event.id)) {
+      outcomes.push({ kind: 'duplicate' });
+      continue;
+    }
+    const decision = decide(working.get(event.jobId) ?? null, event, ctx);
+    switch (decision.kind) {
+      case 'apply': {
+        const job = decision.job;
+        const key = activeKey(job.vmName, job.jobType);
+        if (isActive(job.status)) active.set(key, job.jobId);
+        else if (active.get(key) === job.jobId) active.delete(key);
+        working.set(job.jobId, job);
+        dirty.add(job.jobId);
+        outcomes.push({ kind: 'applied', note: decision.note, job });
+        break;
+      }
+      case 'ignore':
+        outcomes.push({ kind: 'ignored', why: decision.why });
+        break;
+      case 'reject':
+        outcomes.push({
+          kind: 'rejected',
+          code: decision.code,
+          reason: decision.reason,
+          issues: decision.issues,
+        });
+        continue; // not marked processed: a later delivery is judged again
+      case 'defer':
+        outcomes.push({ kind: 'deferred', why: decision.why });
+        continue;
+      default: {
+        const never: never = decision;
+        throw new TypeError(`unhandled decision ${JSON.stringify(never)}`);
+      }
+    }
+    processed.add(event.id);
+    processedRows.push([
+      event.id,
+      event.jobId,
+      event.type,
+      outcomes[outcomes.length - 1].kind,
+      now,
+    ]);
+  }
+
+  if (dirty.size > 0) {
+    const jobs = [...dirty].map((id) => working.get(id) as JobRecord);
+    await upsert(
+      q,
+      'backup_jobs',
+      jobColumns,
+      jobs.map((j) => jobValues(j, now)),
+      ['id', 'created_at'],
+    );
+    const disks = jobs.flatMap((j) => diskValues(j));
+    if (disks.length > 0)
+      await upsert(q, 'backup_disks', diskColumns, disks, ['job_id', 'disk_key']);
+  }
+  if (processedRows.length > 0) {
+    await q.query(
+      `INSERT INTO processed_events (event_id, job_id, event_type, outcome, applied_at) VALUES ${processedRows
+        .map(() => '(?, ?, ?, ?, ?)')
+        .join(', ')}`,
+      processedRows.flat(),
+    );
+  }
+  return outcomes;
+}
+
+async function upsert(
+  q: QueryRunner,
+  table: string,
+  columns: readonly string[],
+  rows: unknown[][],
+  keep: string[],
+): Promise<void> {
+  const row = `(${placeholders(columns.length)})`;
+  const updates = columns.filter((c) => !keep.includes(c)).map((c) => `${c} = VALUES(${c})`);
+  await q.query(
+    `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${rows.map(() => row).join(', ')} ON DUPLICATE KEY UPDATE ${updates.join(', ')}`,
+    rows.flat(),
+  );
+}

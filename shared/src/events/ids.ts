@@ -1,0 +1,47 @@
+import { z } from 'zod';
+
+// Names that end up in file paths (VM names, disk keys, job ids) are held to a strict pattern:
+// no separators, no "..", no leading dot or dash.
+const safeName = (max: number) =>
+  z
+    .string()
+    .min(1, 'must not be empty')
+    .max(max, `must be at most ${max} characters`)
+    .regex(
+      /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+      'must start with a letter or digit and hold only letters, digits, ".", "_" and "-"',
+    )
+    .refine((s) => !s.includes('..'), 'must not contain ".."');
+
+/** A job id: chosen by the hub (or another trusted publisher), unique across job types. */
+export const JobId = safeName(128);
+/** A VM's name as registered with the hub. */
+export const VmName = safeName(128);
+/** A disk's key within its VM (for example `disk-2000` or `scsi0-0`). */
+export const DiskKey = safeName(64);
+/** Id of a repository or policy row. */
+export const RecordId = safeName(64);
+
+/**
+ * A changed-block-tracking position, VMware's shape `<disk uuid>/<sequence>`; opaque to the
+ * ledger. Printable characters only, at most 255.
+ */
+export const ChangeId = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(255, 'must be at most 255 characters')
+  .regex(/^[\x20-\x7e]+$/, 'must hold printable ASCII characters only');
+
+/** A byte count: a whole number from 0 up to 2^53-1. */
+export const ByteCount = z
+  .number()
+  .int('must be a whole number')
+  .min(0, 'must not be negative')
+  .max(Number.MAX_SAFE_INTEGER);
+
+/** An absolute file path inside a repository (checked against the repository root by the runner). */
+export const FilePath = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(4096)
+  .regex(/^\//, 'must be an absolute path');

@@ -1,0 +1,119 @@
+import { z } from 'zod';
+import { ByteCount, ChangeId, DiskKey, FilePath, JobId, RecordId, VmName } from './ids';
+
+export const JobType = { Backup: 'backup', Replication: 'replication' } as const;
+export type JobType = (typeof JobType)[keyof typeof JobType];
+export const jobTypes = Object.values(JobType) as [JobType, ...JobType[]];
+
+export const BackupType = { Full: 'full', Incremental: 'incremental' } as const;
+export type BackupType = (typeof BackupType)[keyof typeof BackupType];
+export const backupTypes = Object.values(BackupType) as [BackupType, ...BackupType[]];
+
+export const ProgressPhase = {
+  Preparing: 'preparing',
+  Copying: 'copying',
+  Flushing: 'flushing',
+  Finalizing: 'finalizing',
+} as const;
+export type ProgressPhase = (typeof ProgressPhase)[keyof typeof ProgressPhase];
+
+/** `backup.start` v1: the hub accepted a job; a runner is to copy it. */
+export const StartDataV1 = z.object({
+  /** VM whose disks are copied. */
+  vmName: VmName,
+  /** `full` copies every allocated block; `incremental` only what changed since each disk's previousChangeId. */
+  backupType: z.enum(backupTypes),
+  /** Repository the targets live in. */
+  repositoryId: RecordId,
+  /** Policy that scheduled the job; null when started by hand. */
+  policyId: RecordId.nullable().default(null),
+  /** The job this one builds on; null for a full backup. */
+  parentJobId: JobId.nullable().default(null),
+  disks: z
+    .array(
+      z.object({
+        diskKey: DiskKey,
+        /** Where the driver reads the disk: a file path or a driver URI. */
+        source: z.string().min(1).max(4096),
+        /** change_id the incremental starts from; null for a full copy. */
+        previousChangeId: ChangeId.nullable().default(null),
+        /** QCOW2 file this job writes. */
+        targetPath: FilePath,
+        /** Backing file of the target (the parent's target); null for a full copy. */
+        backingPath: FilePath.nullable().default(null),
+      }),
+    )
+    .min(1, 'a job needs at least one disk')
+    .max(256),
+});
+
+/** `backup.progress` v1: at most one a second per job, plus phase changes. */
+export const ProgressDataV1 = z.object({
+  phase: z.enum(Object.values(ProgressPhase) as [ProgressPhase, ...ProgressPhase[]]),
+  /** Monotonic per job, from 0; an event with a lower sequence than one applied is ignored. */
+  sequence: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  disks: z
+    .array(z.object({ diskKey: DiskKey, bytesDone: ByteCount, bytesTotal: ByteCount }))
+    .max(256),
+  /** Copy rate over the last interval, bytes per second. */
+  bytesPerSecond: ByteCount,
+});
+
+const CompletedDisk = z.object({
+  diskKey: DiskKey,
+  /** The change_id of this backup point: where the next incremental of the disk starts. */
+  changeId: ChangeId,
+  /** Bytes of data this job copied for the disk. */
+  bytesTransferred: ByteCount,
+  /** File the disk was written to; null when reported by a client that does not say. */
+  targetPath: FilePath.nullable().default(null),
+  /** Size of the disk in bytes, when known. */
+  bytesTotal: ByteCount.nullable().default(null),
+});
+
+/**
+ * `backup.completed` v1: every disk copied and flushed. Self-sufficient: it carries what the
+ * ledger needs to record the job even if it never saw `backup.start`.
+ */
+export const CompletedDataV1 = z.object({
+  vmName: VmName,
+  backupType: z.enum(backupTypes),
+  repositoryId: RecordId,
+  policyId: RecordId.nullable().default(null),
+  parentJobId: JobId.nullable().default(null),
+  disks: z
+    .array(CompletedDisk)
+    .min(1, 'a completed job has at least one disk')
+    .max(256)
+    .refine(
+      (disks) => new Set(disks.map((d) => d.diskKey)).size === disks.length,
+      'each diskKey may appear once',
+    ),
+  /** Total bytes copied by the job. */
+  bytesTransferred: ByteCount,
+});
+
+/** `backup.failed` v1. */
+export const FailedDataV1 = z.object({
+  /** Stable machine-readable code, e.g. `FULL_BACKUP_REQUIRED`, `CLIENT_EXITED`. */
+  code: z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[A-Z0-9_]+$/, 'must be UPPER_SNAKE_CASE'),
+  message: z.string().min(1).max(4096),
+  /** Whether running the same job again may succeed. */
+  retryable: z.boolean(),
+  /** Disks that did finish before the failure; their change_ids are recorded too. */
+  finishedDisks: z.array(CompletedDisk).max(256).default([]),
+  /** Context for a failure of a job the ledger never saw start; optional. */
+  vmName: VmName.optional(),
+  backupType: z.enum(backupTypes).optional(),
+  repositoryId: RecordId.optional(),
+});
+
+export type StartData = z.output<typeof StartDataV1>;
+export type ProgressData = z.output<typeof ProgressDataV1>;
+export type CompletedData = z.output<typeof CompletedDataV1>;
+export type CompletedDiskData = z.output<typeof CompletedDisk>;
+export type FailedData = z.output<typeof FailedDataV1>;

@@ -1,0 +1,186 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import { z } from 'zod';
+import {
+  ConflictError,
+  ErrorCode,
+  NotFoundError,
+  TidemarkError,
+  UnavailableError,
+  ValidationError,
+  type FieldIssue,
+} from './errors';
+import { DiskKey, FilePath, JobId, VmName } from './events/ids';
+import { StartDataV1, jobTypes, type BackupType, type JobType } from './events/schemas';
+import type { BusTopology } from './nats/topology';
+import { parseOrThrow } from './validate';
+
+export const JobStatus = {
+  Queued: 'queued',
+  Running: 'running',
+  Completed: 'completed',
+  Failed: 'failed',
+  Cancelled: 'cancelled',
+} as const;
+export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus];
+export const jobStatuses = Object.values(JobStatus) as [JobStatus, ...JobStatus[]];
+
+/** A job as the ledger reports it (over NATS; the hub renders it in snake_case). */
+export interface JobView {
+  jobId: string;
+  jobType: JobType;
+  vmName: string;
+  backupType: BackupType;
+  repositoryId: string;
+  policyId: string | null;
+  parentJobId: string | null;
+  status: JobStatus;
+  /** The change_id of a one-disk job; null for several disks (see `disks`). */
+  changeId: string | null;
+  bytesTransferred: number | null;
+  errorCode: string | null;
+  errorMessage: string | null;
+  retryable: boolean | null;
+  progress: {
+    phase: string;
+    sequence: number;
+    bytesDone: number;
+    bytesTotal: number;
+    bytesPerSecond: number;
+  } | null;
+  createdAt: string;
+  startedAt: string | null;
+  completedAt: string | null;
+  disks: DiskView[];
+}
+
+export interface DiskView {
+  diskKey: string;
+  source: string | null;
+  changeId: string | null;
+  previousChangeId: string | null;
+  bytesTransferred: number | null;
+  bytesTotal: number | null;
+  targetPath: string | null;
+  backingPath: string | null;
+}
+
+export interface RepositoryView {
+  id: string;
+  name: string;
+  path: string;
+  createdAt: string;
+}
+
+export interface PolicyView {
+  id: string;
+  name: string;
+  /** Cron expression, or null for a policy started by hand. */
+  schedule: string | null;
+  /** Backup points to keep, or null to keep all. */
+  retentionCount: number | null;
+  createdAt: string;
+}
+
+export interface VmView {
+  vmName: string;
+  disks: { diskKey: string; driver: string; path: string }[];
+  createdAt: string;
+}
+
+const Name = z.string().min(1).max(128);
+
+/** Every ledger query: its request schema and the type of its result. */
+export const querySchemas = {
+  'jobs.create': z.object({ jobId: JobId, jobType: z.enum(jobTypes) }).extend(StartDataV1.shape),
+  'jobs.get': z.object({ jobId: JobId }),
+  'jobs.list': z.object({
+    vmName: VmName.optional(),
+    jobType: z.enum(jobTypes).optional(),
+    status: z.enum(jobStatuses).optional(),
+    limit: z.number().int().min(1).max(1000).default(50),
+  }),
+  'chain-head': z.object({ vmName: VmName, jobType: z.enum(jobTypes).default('backup') }),
+  'repositories.create': z.object({ name: Name, path: FilePath }),
+  'repositories.list': z.object({}),
+  'policies.create': z.object({
+    name: Name,
+    schedule: z.string().min(1).max(128).nullable().default(null),
+    retentionCount: z.number().int().min(1).max(100000).nullable().default(null),
+  }),
+  'policies.list': z.object({}),
+  'vms.create': z.object({
+    vmName: VmName,
+    disks: z
+      .array(z.object({ diskKey: DiskKey, driver: z.enum(['qemu']), path: FilePath }))
+      .min(1)
+      .max(256)
+      .refine(
+        (d) => new Set(d.map((x) => x.diskKey)).size === d.length,
+        'each disk_key may appear once',
+      ),
+  }),
+  'vms.get': z.object({ vmName: VmName }),
+  'vms.list': z.object({}),
+} as const;
+
+export interface QueryResults {
+  'jobs.create': JobView;
+  'jobs.get': JobView;
+  'jobs.list': JobView[];
+  'chain-head': JobView | null;
+  'repositories.create': RepositoryView;
+  'repositories.list': RepositoryView[];
+  'policies.create': PolicyView;
+  'policies.list': PolicyView[];
+  'vms.create': VmView;
+  'vms.get': VmView;
+  'vms.list': VmView[];
+}
+
+export type QueryName = keyof typeof querySchemas;
+export const queryNames = Object.keys(querySchemas) as QueryName[];
+export type QueryRequest<Q extends QueryName> = z.input<(typeof querySchemas)[Q]>;
+export type QueryInput<Q extends QueryName> = z.output<(typeof querySchemas)[Q]>;
+
+export type QueryReply<R> =
+  | { ok: true; result: R }
+  | { ok: false; error: { code: string; message: string; issues: FieldIssue[] } };
+
+/** Decodes and validates a query request (throws ValidationError naming the field). */
+export function parseQuery<Q extends QueryName>(name: Q, body: unknown): QueryInput<Q> {
+  return parseOrThrow(querySchemas[name], body, `${name} request`) as QueryInput<Q>;
+}
+
+/** Asks the ledger; its error replies come back as the matching TidemarkError subclass. */
+export async function askLedger<Q extends QueryName>(
+  nc: NatsConnection,
+  topo: BusTopology,
+  name: Q,
+  request: QueryRequest<Q>,
+  timeoutMs = 5000,
+): Promise<QueryResults[Q]> {
+  let raw: string;
+  try {
+    const reply = await nc.request(topo.querySubject(name), JSON.stringify(request), {
+      timeout: timeoutMs,
+    });
+    raw = reply.string();
+  } catch (err) {
+    throw new UnavailableError(`the ledger did not answer ${name}: ${String(err)}`, { cause: err });
+  }
+  const reply = JSON.parse(raw) as QueryReply<QueryResults[Q]>;
+  if (reply.ok) return reply.result;
+  const { code, message, issues } = reply.error;
+  switch (code) {
+    case ErrorCode.Validation:
+      throw new ValidationError(message, issues);
+    case ErrorCode.NotFound:
+      throw new NotFoundError(message, issues);
+    case ErrorCode.Conflict:
+      throw new ConflictError(message, issues);
+    case ErrorCode.Unavailable:
+      throw new UnavailableError(message);
+    default:
+      throw new TidemarkError(ErrorCode.Internal, message, issues);
+  }
+}
