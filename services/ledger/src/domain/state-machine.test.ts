@@ -1,0 +1,211 @@
+import {
+  makeEvent,
+  type AnyEvent,
+  type EventInputMap,
+  type EventType,
+  type JobType,
+} from '@tidemark/shared';
+import type { JobRecord } from './job';
+import { decide, type ApplyContext, type Decision } from './state-machine';
+
+const ctx: ApplyContext = {
+  repositoryExists: (id) => id === 'repo-1',
+  policyExists: (id) => id === 'policy-1',
+  jobExists: (id) => id === 'job-parent',
+  activeJobOf: () => null,
+};
+
+function ev<T extends EventType>(
+  type: T,
+  data: EventInputMap[T],
+  jobType: JobType = 'backup',
+): AnyEvent {
+  return makeEvent(type, { jobId: 'job-1', jobType, data }) as AnyEvent;
+}
+
+const start = (jobType: JobType = 'backup') =>
+  ev(
+    'backup.start',
+    {
+      vmName: 'vm1',
+      backupType: 'full',
+      repositoryId: 'repo-1',
+      disks: [
+        { diskKey: 'd0', source: '/src/d0.qcow2', targetPath: '/repo/vm1/job-1/d0.qcow2' },
+        { diskKey: 'd1', source: '/src/d1.qcow2', targetPath: '/repo/vm1/job-1/d1.qcow2' },
+      ],
+    },
+    jobType,
+  );
+const progress = (sequence: number) =>
+  ev('backup.progress', {
+    phase: 'copying',
+    sequence,
+    bytesPerSecond: 10,
+    disks: [{ diskKey: 'd0', bytesDone: sequence, bytesTotal: 100 }],
+  });
+const completed = (changeIds = ['u0/1', 'u1/1']) =>
+  ev('backup.completed', {
+    vmName: 'vm1',
+    backupType: 'full',
+    repositoryId: 'repo-1',
+    bytesTransferred: 200,
+    disks: changeIds.map((changeId, i) => ({ diskKey: `d${i}`, changeId, bytesTransferred: 100 })),
+  });
+
+function applied(decision: Decision): JobRecord {
+  if (decision.kind !== 'apply') throw new Error(`expected apply, got ${JSON.stringify(decision)}`);
+  return decision.job;
+}
+
+function run(...events: AnyEvent[]): JobRecord {
+  let job: JobRecord | null = null;
+  for (const e of events) {
+    const d = decide(job, e, ctx);
+    if (d.kind === 'apply') job = d.job;
+  }
+  if (!job) throw new Error('no job');
+  return job;
+}
+
+describe('job state machine', () => {
+  it('given nothing, when a job starts, then it is queued with its disks and null references', () => {
+    const job = applied(decide(null, start(), ctx));
+    expect(job.status).toBe('queued');
+    expect(job.policyId).toBeNull();
+    expect(job.parentJobId).toBeNull();
+    expect([...job.disks.keys()]).toEqual(['d0', 'd1']);
+  });
+
+  it('given a queued job, when progress arrives, then it runs; an older progress is ignored', () => {
+    const running = run(start(), progress(5));
+    expect(running.status).toBe('running');
+    expect(running.progress?.sequence).toBe(5);
+    expect(decide(running, progress(3), ctx)).toMatchObject({ kind: 'ignore' });
+    expect(decide(running, progress(5), ctx)).toMatchObject({ kind: 'ignore' });
+  });
+
+  it('given a running job, when it completes, then each disk keeps its own change_id', () => {
+    const job = run(start(), progress(1), completed());
+    expect(job.status).toBe('completed');
+    expect(job.disks.get('d0')?.changeId).toBe('u0/1');
+    expect(job.disks.get('d1')?.changeId).toBe('u1/1');
+    expect(job.changeId).toBeNull(); // two disks: the per-disk rows hold them
+  });
+
+  it.each<JobType>(['backup', 'replication'])(
+    'records the change_id of a one-disk %s job on the job',
+    (jobType) => {
+      const one = makeEvent('backup.start', {
+        jobId: 'job-1',
+        jobType,
+        data: {
+          vmName: 'vm1',
+          backupType: 'full',
+          repositoryId: 'repo-1',
+          disks: [{ diskKey: 'd0', source: 's', targetPath: '/t' }],
+        },
+      }) as AnyEvent;
+      const done = makeEvent('backup.completed', {
+        jobId: 'job-1',
+        jobType,
+        data: {
+          vmName: 'vm1',
+          backupType: 'full',
+          repositoryId: 'repo-1',
+          bytesTransferred: 102000000000,
+          disks: [{ diskKey: 'd0', changeId: 'uuid/9999', bytesTransferred: 102000000000 }],
+        },
+      }) as AnyEvent;
+      const job = run(one, done);
+      expect(job).toMatchObject({
+        status: 'completed',
+        changeId: 'uuid/9999',
+        bytesTransferred: 102000000000,
+        jobType,
+      });
+    },
+  );
+
+  it('given a completed job, then progress, a second completion and a failure change nothing', () => {
+    const job = run(start(), completed());
+    expect(decide(job, progress(99), ctx).kind).toBe('ignore');
+    expect(decide(job, completed(['x/2', 'y/2']), ctx).kind).toBe('ignore');
+    expect(
+      decide(job, ev('backup.failed', { code: 'LATE', message: 'late', retryable: false }), ctx)
+        .kind,
+    ).toBe('ignore');
+  });
+
+  it('given nothing, when the completion comes first, then the whole job is recorded, and the start only fills in', () => {
+    const job = applied(decide(null, completed(), ctx));
+    expect(job).toMatchObject({ status: 'completed', vmName: 'vm1', repositoryId: 'repo-1' });
+    const merged = applied(decide(job, start(), ctx));
+    expect(merged.status).toBe('completed');
+    expect(merged.disks.get('d0')).toMatchObject({ changeId: 'u0/1', source: '/src/d0.qcow2' });
+  });
+
+  it('rejects a completion that lacks a disk of the job, naming the disk', () => {
+    const job = run(start());
+    const d = decide(job, completed(['u0/1']), ctx);
+    expect(d).toMatchObject({ kind: 'reject', reason: expect.stringContaining('d1') });
+  });
+
+  it('rejects unknown repositories and policies, naming them', () => {
+    const badRepo = ev('backup.start', {
+      vmName: 'vm1',
+      backupType: 'full',
+      repositoryId: 'repo-nope',
+      disks: [{ diskKey: 'd0', source: 's', targetPath: '/t' }],
+    });
+    expect(decide(null, badRepo, ctx)).toMatchObject({
+      kind: 'reject',
+      code: 'NOT_FOUND',
+      issues: [{ path: 'data.repositoryId' }],
+    });
+    const badPolicy = ev('backup.start', {
+      vmName: 'vm1',
+      backupType: 'full',
+      repositoryId: 'repo-1',
+      policyId: 'policy-nope',
+      disks: [{ diskKey: 'd0', source: 's', targetPath: '/t' }],
+    });
+    expect(decide(null, badPolicy, ctx)).toMatchObject({
+      kind: 'reject',
+      reason: expect.stringContaining('policy-nope'),
+    });
+  });
+
+  it('refuses a second active job for the same VM and job type', () => {
+    const busy = { ...ctx, activeJobOf: () => 'job-0' };
+    expect(decide(null, start(), busy)).toMatchObject({ kind: 'reject', code: 'CONFLICT' });
+  });
+
+  it('defers progress for a job it does not know yet', () => {
+    expect(decide(null, progress(1), ctx).kind).toBe('defer');
+  });
+
+  it('refuses an event whose job type differs from the recorded job', () => {
+    const job = run(start('backup'));
+    const repl = makeEvent('backup.progress', {
+      jobId: 'job-1',
+      jobType: 'replication',
+      data: { phase: 'copying', sequence: 1, bytesPerSecond: 0, disks: [] },
+    }) as AnyEvent;
+    expect(decide(job, repl, ctx)).toMatchObject({ kind: 'reject', code: 'CONFLICT' });
+  });
+
+  it('keeps the change_ids of disks that finished before a failure', () => {
+    const job = run(
+      start(),
+      ev('backup.failed', {
+        code: 'COPY_FAILED',
+        message: 'disk d1 read error',
+        retryable: true,
+        finishedDisks: [{ diskKey: 'd0', changeId: 'u0/7', bytesTransferred: 5 }],
+      }),
+    );
+    expect(job).toMatchObject({ status: 'failed', errorCode: 'COPY_FAILED', retryable: true });
+    expect(job.disks.get('d0')?.changeId).toBe('u0/7');
+  });
+});
