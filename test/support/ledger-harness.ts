@@ -50,6 +50,8 @@ export interface LedgerWorld {
   ): Promise<TidemarkEvent<T>>;
   ask<Q extends QueryName>(name: Q, request: QueryRequest<Q>): Promise<QueryResults[Q]>;
   rows<T = RowDataPacket>(sql: string, params?: unknown[]): Promise<T[]>;
+  /** `SELECT COUNT(*) ...` as a number. */
+  count(sql: string, params?: unknown[]): Promise<number>;
   job(jobId: string): Promise<Record<string, unknown> | undefined>;
   waitForJob(
     jobId: string,
@@ -123,6 +125,10 @@ export async function createLedgerWorld(
     async rows<T>(sql: string, params: unknown[] = []) {
       const [rows] = await db.query(sql, params);
       return rows as T[];
+    },
+    async count(sql, params = []) {
+      const [rows] = await db.query<RowDataPacket[]>(sql, params);
+      return Number(Object.values(rows[0])[0]);
     },
     async job(jobId) {
       const [rows] = await db.query<RowDataPacket[]>('SELECT * FROM backup_jobs WHERE id = ?', [

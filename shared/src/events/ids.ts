@@ -7,10 +7,10 @@ const safeName = (max: number) =>
     .string()
     .min(1, 'must not be empty')
     .max(max, `must be at most ${max} characters`)
-    .regex(
-      /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
-      'must start with a letter or digit and hold only letters, digits, ".", "_" and "-"',
-    )
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, {
+      message: 'must start with a letter or digit and hold only letters, digits, ".", "_" and "-"',
+      abort: true,
+    })
     .refine((s) => !s.includes('..'), 'must not contain ".."');
 
 /** A job id: chosen by the hub (or another trusted publisher), unique across job types. */
