@@ -17,7 +17,7 @@ export const LedgerConfigSchema = z.object({
   TIDEMARK_LEDGER_DEFER_LIMIT: int(1, 1000, 30),
   TIDEMARK_LEDGER_DEFER_DELAY_MS: int(10, 600_000, 2000),
   /** Connections to MySQL. */
-  TIDEMARK_LEDGER_DB_POOL: int(1, 100, 8),
+  TIDEMARK_LEDGER_DB_POOL: int(1, 100, 10),
 });
 export type LedgerConfig = z.output<typeof LedgerConfigSchema>;
 

@@ -44,6 +44,8 @@ export function isDeterministic(err: unknown): boolean {
   return errno !== undefined && deterministicErrnos.has(errno);
 }
 
+/** job id and disk key of a `diskValues` row. */
+const diskKey = (row: unknown[]) => `${String(row[0])}\u0000${String(row[1])}`;
 const placeholders = (n: number) => Array(n).fill('?').join(', ');
 const activeKey = (vmName: string, jobType: JobType) => `${jobType}\u0000${vmName}`;
 
@@ -140,14 +142,14 @@ async function applyInTransaction(
       )
     : [];
   const working = new Map<string, JobRecord>();
+  // Disk rows as stored, to write back only the ones that change.
+  const stored = new Map<string, string>();
+  const disksByJob = new Map<string, DiskRow[]>();
+  for (const d of diskRows) disksByJob.set(d.job_id, [...(disksByJob.get(d.job_id) ?? []), d]);
   for (const row of jobRows) {
-    working.set(
-      row.id,
-      jobFromRows(
-        row,
-        diskRows.filter((d) => d.job_id === row.id),
-      ),
-    );
+    const job = jobFromRows(row, disksByJob.get(row.id) ?? []);
+    working.set(row.id, job);
+    for (const values of diskValues(job)) stored.set(diskKey(values), JSON.stringify(values));
   }
 
   // References named by events that may create a job.
@@ -237,6 +239,9 @@ async function applyInTransaction(
       }
     }
     processed.add(event.id);
+    // Progress needs no id row: its per-job sequence already makes a redelivery a no-op, and
+    // progress is most of the traffic.
+    if (event.type === 'backup.progress') continue;
     processedRows.push([
       event.id,
       event.jobId,
@@ -255,7 +260,10 @@ async function applyInTransaction(
       jobs.map((j) => jobValues(j, now)),
       ['id', 'created_at'],
     );
-    const disks = jobs.flatMap((j) => diskValues(j));
+    // Only disk rows that differ from what was read (progress rarely changes them).
+    const disks = jobs
+      .flatMap((j) => diskValues(j))
+      .filter((row) => stored.get(diskKey(row)) !== JSON.stringify(row));
     if (disks.length > 0)
       await upsert(q, 'backup_disks', diskColumns, disks, ['job_id', 'disk_key']);
   }
