@@ -9,3 +9,4 @@ export * from './nats/topology';
 export * from './nats/deadletter';
 export * from './nats/jetstream';
 export * from './queries';
+export * from './json-schema';
