@@ -8,4 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 infra/scripts/install-deps.sh
 infra/scripts/start-docker.sh
 infra/images/build-standins.sh
-npm ci --no-audit --no-fund
+# Not `npm ci`: the registry these machines reach lacks some other platforms' optional
+# binaries (e.g. @swc/core-darwin-arm64), which npm ci insists on finding in the lock file.
+# `npm install` installs exactly the locked versions it can have and leaves the lock alone.
+npm install --no-audit --no-fund
