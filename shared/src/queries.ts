@@ -92,6 +92,17 @@ const Name = z.string().min(1).max(128);
 /** Every ledger query: its request schema and the type of its result. */
 export const querySchemas = {
   'jobs.create': z.object({ jobId: JobId, jobType: z.enum(jobTypes) }).extend(StartDataV1.shape),
+  /** Fails a job that never ran, e.g. one whose backup.start could not be published. */
+  'jobs.fail': z.object({
+    jobId: JobId,
+    code: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Z0-9_]+$/, 'must be UPPER_SNAKE_CASE'),
+    message: z.string().min(1).max(4096),
+    retryable: z.boolean(),
+  }),
   'jobs.get': z.object({ jobId: JobId }),
   'jobs.list': z.object({
     vmName: VmName.optional(),
@@ -125,6 +136,7 @@ export const querySchemas = {
 
 export interface QueryResults {
   'jobs.create': JobView;
+  'jobs.fail': JobView;
   'jobs.get': JobView;
   'jobs.list': JobView[];
   'chain-head': JobView | null;

@@ -83,6 +83,37 @@ describe('ledger: queries over NATS request/reply', () => {
     ).rejects.toBeInstanceOf(NotFoundError);
   });
 
+  it('fails a queued job through jobs.fail, and leaves an ended job as it was', async () => {
+    const vmName = uniqueName('vm');
+    const jobId = uniqueName('backup-');
+    await world.ask('jobs.create', {
+      jobId,
+      jobType: 'backup',
+      ...startData(refs.repositoryId, vmName),
+    });
+    const failed = await world.ask('jobs.fail', {
+      jobId,
+      code: 'START_NOT_PUBLISHED',
+      message: 'NATS did not store backup.start',
+      retryable: true,
+    });
+    expect(failed).toMatchObject({
+      status: 'failed',
+      errorCode: 'START_NOT_PUBLISHED',
+      retryable: true,
+    });
+    const again = await world.ask('jobs.fail', {
+      jobId,
+      code: 'OTHER',
+      message: 'x',
+      retryable: false,
+    });
+    expect(again).toMatchObject({ status: 'failed', errorCode: 'START_NOT_PUBLISHED' });
+    await expect(
+      world.ask('jobs.fail', { jobId: 'nope', code: 'X', message: 'x', retryable: false }),
+    ).rejects.toBeInstanceOf(NotFoundError);
+  });
+
   it('gives the chain head: the latest completed job with per-disk change_ids, none for only a failure', async () => {
     const vmName = uniqueName('vm');
     const disks = ['disk-0', 'disk-1'];

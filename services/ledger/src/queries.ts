@@ -107,6 +107,23 @@ export function createQueries(ds: DataSource): LedgerQueries {
       }
     },
 
+    async 'jobs.fail'({ jobId, code, message, retryable }) {
+      const job = await loadJob(jobId);
+      if (!job)
+        throw new NotFoundError(`job ${jobId} does not exist`, [
+          { path: 'jobId', message: 'not found' },
+        ]);
+      const event = makeEvent('backup.failed', {
+        jobId,
+        jobType: job.jobType,
+        data: { code, message, retryable },
+      });
+      const [outcome] = await applyEventsIsolating(ds, [event]);
+      if (outcome.kind === 'rejected') throw new ConflictError(outcome.reason, outcome.issues);
+      // Applied, or ignored because the job had already ended: either way, report what is recorded.
+      return (await loadJob(jobId)) as JobView;
+    },
+
     async 'jobs.get'({ jobId }) {
       const job = await loadJob(jobId);
       if (!job)
