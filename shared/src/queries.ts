@@ -9,7 +9,7 @@ import {
   ValidationError,
   type FieldIssue,
 } from './errors';
-import { DiskKey, FilePath, JobId, VmName } from './events/ids';
+import { DiskKey, FilePath, JobId, RecordId, VmName } from './events/ids';
 import { StartDataV1, jobTypes, type BackupType, type JobType } from './events/schemas';
 import type { BusTopology } from './nats/topology';
 import { parseOrThrow } from './validate';
@@ -112,6 +112,7 @@ export const querySchemas = {
   }),
   'chain-head': z.object({ vmName: VmName, jobType: z.enum(jobTypes).default('backup') }),
   'repositories.create': z.object({ name: Name, path: FilePath }),
+  'repositories.get': z.object({ id: RecordId }),
   'repositories.list': z.object({}),
   'policies.create': z.object({
     name: Name,
@@ -141,6 +142,7 @@ export interface QueryResults {
   'jobs.list': JobView[];
   'chain-head': JobView | null;
   'repositories.create': RepositoryView;
+  'repositories.get': RepositoryView;
   'repositories.list': RepositoryView[];
   'policies.create': PolicyView;
   'policies.list': PolicyView[];

@@ -27,6 +27,10 @@ describe('ledger: queries over NATS request/reply', () => {
       world.ask('repositories.create', { name, path: '/elsewhere' }),
     ).rejects.toBeInstanceOf(ConflictError);
     expect((await world.ask('repositories.list', {})).map((r) => r.name)).toContain(name);
+    expect(await world.ask('repositories.get', { id: repo.id })).toEqual(repo);
+    await expect(world.ask('repositories.get', { id: 'repo-none' })).rejects.toBeInstanceOf(
+      NotFoundError,
+    );
 
     expect((await world.ask('policies.list', {})).map((p) => p.id)).toContain(refs.policyId);
 

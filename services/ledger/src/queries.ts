@@ -164,6 +164,15 @@ export function createQueries(ds: DataSource): LedgerQueries {
       return repoView(row);
     },
 
+    async 'repositories.get'({ id }) {
+      const repo = await repos.findOneBy({ id });
+      if (!repo)
+        throw new NotFoundError(`repository ${id} does not exist`, [
+          { path: 'id', message: 'not found' },
+        ]);
+      return repoView(repo);
+    },
+
     async 'repositories.list'() {
       return (await repos.find({ order: { createdAt: 'ASC' } })).map(repoView);
     },
