@@ -17,6 +17,8 @@ const shared = {
   moduleNameMapper: {
     '^@tidemark/shared$': '<rootDir>/shared/src/index.ts',
     '^@tidemark/ledger/(.*)$': '<rootDir>/services/ledger/src/$1',
+    '^@tidemark/hub/(.*)$': '<rootDir>/services/hub/src/$1',
+    '^@tidemark/cli/(.*)$': '<rootDir>/services/cli/src/$1',
   },
   testEnvironment: 'node',
 };
