@@ -149,26 +149,41 @@ function onStart(
   return {
     kind: 'apply',
     note: 'job queued',
-    job: {
-      jobId: event.jobId,
-      jobType: event.jobType,
-      vmName: d.vmName,
-      backupType: d.backupType,
-      repositoryId: d.repositoryId,
-      policyId: d.policyId,
-      parentJobId: d.parentJobId,
-      status: 'queued',
-      changeId: null,
-      bytesTransferred: null,
-      errorCode: null,
-      errorMessage: null,
-      retryable: null,
-      progress: null,
-      createdAt: new Date(event.occurredAt),
-      startedAt: null,
-      completedAt: null,
+    job: newJob(
+      event,
+      {
+        vmName: d.vmName,
+        backupType: d.backupType,
+        repositoryId: d.repositoryId,
+        policyId: d.policyId,
+        parentJobId: d.parentJobId,
+      },
       disks,
-    },
+    ),
+  };
+}
+
+/** A queued job as an event first describes it; the caller then applies the event to it. */
+function newJob(
+  event: AnyEvent,
+  fields: Pick<JobRecord, 'vmName' | 'backupType' | 'repositoryId' | 'policyId' | 'parentJobId'>,
+  disks: Map<string, DiskRecord> = new Map(),
+): JobRecord {
+  return {
+    jobId: event.jobId,
+    jobType: event.jobType,
+    ...fields,
+    status: 'queued',
+    changeId: null,
+    bytesTransferred: null,
+    errorCode: null,
+    errorMessage: null,
+    retryable: null,
+    progress: null,
+    createdAt: new Date(event.occurredAt),
+    startedAt: null,
+    completedAt: null,
+    disks,
   };
 }
 
@@ -219,26 +234,13 @@ function onCompleted(
     // Completion before (or without) start: the event carries enough to record the whole job.
     const refs = checkReferences(d, ctx);
     if (refs) return refs;
-    next = {
-      jobId: event.jobId,
-      jobType: event.jobType,
+    next = newJob(event, {
       vmName: d.vmName,
       backupType: d.backupType,
       repositoryId: d.repositoryId,
       policyId: d.policyId,
       parentJobId: d.parentJobId,
-      status: 'queued',
-      changeId: null,
-      bytesTransferred: null,
-      errorCode: null,
-      errorMessage: null,
-      retryable: null,
-      progress: null,
-      createdAt: new Date(event.occurredAt),
-      startedAt: null,
-      completedAt: null,
-      disks: new Map(),
-    };
+    });
   } else {
     if (job.status === 'completed') return { kind: 'ignore', why: 'job already completed' };
     if (
@@ -318,26 +320,13 @@ function onFailed(
       ctx,
     );
     if (refs) return refs;
-    next = {
-      jobId: event.jobId,
-      jobType: event.jobType,
+    next = newJob(event, {
       vmName: d.vmName,
       backupType: d.backupType,
       repositoryId: d.repositoryId,
       policyId: null,
       parentJobId: null,
-      status: 'queued',
-      changeId: null,
-      bytesTransferred: null,
-      errorCode: null,
-      errorMessage: null,
-      retryable: null,
-      progress: null,
-      createdAt: new Date(event.occurredAt),
-      startedAt: null,
-      completedAt: null,
-      disks: new Map(),
-    };
+    });
   } else {
     if (!isActive(job.status)) return { kind: 'ignore', why: `job already ended as ${job.status}` };
     next = cloneJob(job);
