@@ -230,11 +230,17 @@ export async function runLedgerBench(): Promise<void> {
     description:
       'Synthetic jobs (start, 5 progress, completed; one disk; 1 in 5 a replication) published by a separate thread with 256 publishes in flight, applied by the real ledger on real NATS JetStream and MySQL/MariaDB, all on this machine. eventsPerSecond: events published / (last commit - first publish). completionToCommitMs: from handing backup.completed to the NATS client to the commit of the transaction that recorded its change_id.',
     jobs: JOBS,
+    /** Throughput: the unpaced run, publisher flat out. */
     eventsPerSecond: groupCommit?.eventsPerSecond ?? null,
-    completionToCommitMs: groupCommit && {
-      p50: groupCommit.completionToCommitMs.p50,
-      p99: groupCommit.completionToCommitMs.p99,
+    /**
+     * Latency at the goal rate (the paced run). In the unpaced run the publisher outruns the
+     * ledger on purpose, so its latencies measure the backlog it builds (see runs).
+     */
+    completionToCommitMs: paced && {
+      p50: paced.completionToCommitMs.p50,
+      p99: paced.completionToCommitMs.p99,
     },
+    completionToCommitMeasuredAt: 'publisher paced at 5000 events/s',
     runs: { groupCommitUnpaced: groupCommit, groupCommitPacedAt5000: paced },
     reference: { oneTransactionPerEvent: perEvent, bareJetStreamConsumeAck: bus },
     goal: { eventsPerSecond: 5000, completionToCommitP99Ms: 50 },
