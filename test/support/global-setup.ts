@@ -11,6 +11,16 @@
 import { randomBytes } from 'node:crypto';
 import { createConnection } from 'mysql2/promise';
 import type { StartedTestContainer } from 'testcontainers';
+import {
+  LABELS,
+  MYSQL_OFFICIAL,
+  MYSQL_STANDIN,
+  NATS_OFFICIAL,
+  NATS_STANDIN,
+  say,
+  startNats,
+  startWithFallback,
+} from './containers';
 
 type Testcontainers = typeof import('testcontainers');
 
@@ -19,33 +29,6 @@ const DATABASE = 'tidemark_test';
 /** globalSetup and globalTeardown run in one process and share `globalThis`, not modules. */
 export const CONTAINERS_KEY = '__tidemarkTestContainers';
 export type ContainerHolder = { [CONTAINERS_KEY]?: StartedTestContainer[] };
-
-/** Lets a stray run's containers be found: `docker ps --filter label=org.tidemark.test`. */
-const LABELS = { 'org.tidemark.test': 'integration' };
-
-function say(message: string): void {
-  process.stderr.write(`[integration setup] ${message}\n`);
-}
-
-/** Names the image and the usual fix: without a registry, only local images can start. */
-function startFailed(image: string, envName: string) {
-  return (err: unknown): never => {
-    throw new Error(
-      `could not start ${image}: ${(err instanceof Error ? err.message : String(err)).trim()}` +
-        ` (no registry? build the stand-ins with infra/images/build-standins.sh and set ${envName}, as .ci/run does)`,
-      { cause: err },
-    );
-  };
-}
-
-async function startNats(tc: Testcontainers, image: string): Promise<StartedTestContainer> {
-  return new tc.GenericContainer(image)
-    .withCommand(['-js', '-m', '8222'])
-    .withExposedPorts(4222)
-    .withLabels(LABELS)
-    .withWaitStrategy(tc.Wait.forLogMessage(/Server is ready/))
-    .start();
-}
 
 /**
  * The official mysql/mariadb images log "ready for connections" twice: first from the
@@ -94,34 +77,6 @@ async function waitForMysql(url: string, timeoutMs = 20_000): Promise<void> {
   }
 }
 
-const NATS_STANDIN = 'tidemark/nats-standin:local';
-const MYSQL_STANDIN = 'tidemark/mariadb-standin:local';
-
-/**
- * Starts the image the variable names; with none named, the official image, and where that
- * cannot be had (no registry reachable) the local stand-in that infra/images/build-standins.sh
- * built, saying so. A named image is never swapped for another.
- */
-async function startWithFallback(
-  envName: string,
-  official: string,
-  standin: string,
-  start: (image: string) => Promise<StartedTestContainer>,
-): Promise<{ c: StartedTestContainer; image: string }> {
-  const named = process.env[envName];
-  if (named) return { c: await start(named).catch(startFailed(named, envName)), image: named };
-  try {
-    return { c: await start(official), image: official };
-  } catch (officialErr) {
-    say(`${official} could not start (${String(officialErr).split('\n')[0]}); trying ${standin}`);
-    try {
-      return { c: await start(standin), image: standin };
-    } catch {
-      return startFailed(official, envName)(officialErr);
-    }
-  }
-}
-
 export default async function globalSetup(): Promise<void> {
   const needNats = !process.env.TIDEMARK_TEST_NATS_URL;
   const needMysql = !process.env.TIDEMARK_TEST_MYSQL_URL;
@@ -145,7 +100,7 @@ export default async function globalSetup(): Promise<void> {
   const tasks: Promise<void>[] = [];
   if (needNats) {
     tasks.push(
-      startWithFallback('TIDEMARK_TEST_NATS_IMAGE', 'nats:2.10', NATS_STANDIN, (image) =>
+      startWithFallback('TIDEMARK_TEST_NATS_IMAGE', NATS_OFFICIAL, NATS_STANDIN, (image) =>
         startNats(tc, image),
       ).then(({ c, image: natsImage }) => {
         started.push(c);
@@ -159,7 +114,7 @@ export default async function globalSetup(): Promise<void> {
   }
   if (needMysql) {
     tasks.push(
-      startWithFallback('TIDEMARK_TEST_MYSQL_IMAGE', 'mysql:8.4', MYSQL_STANDIN, (image) =>
+      startWithFallback('TIDEMARK_TEST_MYSQL_IMAGE', MYSQL_OFFICIAL, MYSQL_STANDIN, (image) =>
         startMysql(tc, image, password),
       ).then(async ({ c, image: mysqlImage }) => {
         started.push(c);

@@ -30,7 +30,8 @@ import { testServers, uniqueName, waitFor, withDatabase } from './env';
 
 /**
  * One test's own ledger world: a random bus prefix (own streams and subjects), a random
- * database, and a publisher connection. Real NATS, real MariaDB/MySQL.
+ * database, and a publisher connection. Real NATS, real MariaDB/MySQL. An override of
+ * TIDEMARK_NATS_URL moves the whole world (ledger and publisher) to that server.
  */
 export interface LedgerWorld {
   topo: BusTopology;
@@ -72,7 +73,7 @@ export async function createLedgerWorld(
   const prefix = uniqueName('t');
   const database = uniqueName('tidemark_t');
   const env: Record<string, string> = {
-    TIDEMARK_NATS_URL: servers.natsUrl,
+    TIDEMARK_NATS_URL: overrides.TIDEMARK_NATS_URL ?? servers.natsUrl,
     TIDEMARK_MYSQL_URL: withDatabase(servers.mysqlUrl, database),
     TIDEMARK_BUS_PREFIX: prefix,
     TIDEMARK_LOG_LEVEL: 'silent',
@@ -83,7 +84,7 @@ export async function createLedgerWorld(
   };
   const config = LedgerConfigSchema.parse(env);
   const topo = busTopology(prefix);
-  const nc = await connect({ servers: servers.natsUrl });
+  const nc = await connect({ servers: env.TIDEMARK_NATS_URL });
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
   await ensureStreams(jsm, topo);

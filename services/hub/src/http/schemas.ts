@@ -1,0 +1,198 @@
+// The REST API's wire format (v1): snake_case, every request strict (unknown fields refused).
+// Response schemas describe the answers in the OpenAPI document and check them on the way out.
+import {
+  ByteCount,
+  ChangeId,
+  DiskKey,
+  FilePath,
+  JobId,
+  RecordId,
+  VmName,
+  backupTypes,
+  jobStatuses,
+  jobTypes,
+} from '@tidemark/shared';
+import { z } from 'zod';
+import { requestedBackupTypes } from '../planning/plan';
+
+export const ErrorBody = z
+  .object({
+    /** One sentence. */
+    error: z.string(),
+    details: z.array(
+      z.object({
+        path: z.string().describe('Failing field, e.g. body.vm_name; empty for the whole request'),
+        message: z.string(),
+      }),
+    ),
+  })
+  .meta({ id: 'Error' });
+
+/** Error answers a route may give, for the OpenAPI document. */
+export function errors(...statuses: (400 | 401 | 404 | 409 | 503)[]) {
+  return Object.fromEntries(statuses.map((s) => [s, ErrorBody])) as Record<
+    (typeof statuses)[number],
+    typeof ErrorBody
+  >;
+}
+
+// --- registry -------------------------------------------------------------------------------
+
+const VmDiskFields = {
+  disk_key: DiskKey,
+  driver: z.enum(['qemu']),
+  path: FilePath.describe('Where the driver reads the disk'),
+};
+
+export const CreateVmBody = z.strictObject({
+  vm_name: VmName,
+  disks: z
+    .array(z.strictObject(VmDiskFields))
+    .min(1, 'a VM needs at least one disk')
+    .max(256)
+    .refine(
+      (disks) => new Set(disks.map((d) => d.disk_key)).size === disks.length,
+      'each disk_key may appear once',
+    ),
+});
+
+export const Vm = z
+  .object({
+    vm_name: z.string(),
+    disks: z.array(z.object({ disk_key: z.string(), driver: z.string(), path: z.string() })),
+    created_at: z.string(),
+  })
+  .meta({ id: 'Vm' });
+
+export const CreateRepositoryBody = z.strictObject({
+  name: z.string().min(1).max(128),
+  path: FilePath.describe('Directory the backups are written under'),
+});
+
+export const Repository = z
+  .object({ id: z.string(), name: z.string(), path: z.string(), created_at: z.string() })
+  .meta({ id: 'Repository' });
+
+export const CreatePolicyBody = z.strictObject({
+  name: z.string().min(1).max(128),
+  schedule: z.string().min(1).max(128).nullable().optional().describe('Cron expression'),
+  retention_count: z
+    .number()
+    .int()
+    .min(1)
+    .max(100000)
+    .nullable()
+    .optional()
+    .describe('Backup points kept; null keeps all'),
+});
+
+export const Policy = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    schedule: z.string().nullable(),
+    retention_count: z.number().nullable(),
+    created_at: z.string(),
+  })
+  .meta({ id: 'Policy' });
+
+// --- jobs -----------------------------------------------------------------------------------
+
+export const StartJobBody = z.strictObject({
+  vm_name: VmName,
+  repository_id: RecordId,
+  backup_type: z
+    .enum(requestedBackupTypes)
+    .describe('"auto": incremental when the VM has a completed chain head, else full'),
+  policy_id: RecordId.nullable().optional(),
+});
+
+const PlannedDisk = z.object({
+  disk_key: z.string(),
+  previous_change_id: z.string().nullable(),
+  target_path: z.string(),
+  backing_path: z.string().nullable(),
+});
+
+const acceptedFields = {
+  job_type: z.enum(jobTypes),
+  status: z.enum(jobStatuses),
+  backup_type: z.enum(backupTypes).describe('What was planned; "auto" is resolved'),
+  parent_backup_id: z.string().nullable(),
+  disks: z.array(PlannedDisk),
+};
+
+export const AcceptedBackup = z
+  .object({ backup_id: z.string(), ...acceptedFields })
+  .meta({ id: 'AcceptedBackup' });
+export const AcceptedReplication = z
+  .object({ job_id: z.string(), ...acceptedFields })
+  .meta({ id: 'AcceptedReplication' });
+
+const JobDisk = z.object({
+  disk_key: z.string(),
+  change_id: z.string().nullable().describe('Recorded when the disk is done'),
+  previous_change_id: z.string().nullable(),
+  bytes_transferred: z.number().nullable(),
+  bytes_total: z.number().nullable(),
+  target_path: z.string().nullable(),
+  backing_path: z.string().nullable(),
+});
+
+const jobFields = {
+  job_type: z.enum(jobTypes),
+  vm_name: z.string(),
+  backup_type: z.enum(backupTypes),
+  repository_id: z.string(),
+  policy_id: z.string().nullable(),
+  parent_backup_id: z.string().nullable(),
+  status: z.enum(jobStatuses),
+  change_id: z.string().nullable().describe('The change_id of a one-disk job'),
+  bytes_transferred: z.number().nullable(),
+  error_code: z.string().nullable(),
+  error_message: z.string().nullable(),
+  retryable: z.boolean().nullable(),
+  progress: z
+    .object({
+      phase: z.string(),
+      sequence: z.number(),
+      bytes_done: z.number(),
+      bytes_total: z.number(),
+      bytes_per_second: z.number(),
+    })
+    .nullable(),
+  created_at: z.string(),
+  started_at: z.string().nullable(),
+  completed_at: z.string().nullable(),
+  disks: z.array(JobDisk),
+};
+
+export const BackupJob = z
+  .object({ backup_id: z.string(), ...jobFields })
+  .meta({ id: 'BackupJob' });
+export const ReplicationJob = z
+  .object({ job_id: z.string(), ...jobFields })
+  .meta({ id: 'ReplicationJob' });
+
+export const BackupParams = z.strictObject({ backup_id: JobId });
+export const ReplicationParams = z.strictObject({ job_id: JobId });
+
+export const ListBackupsQuery = z.strictObject({
+  vm_name: VmName.optional(),
+  status: z.enum(jobStatuses).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(50),
+});
+
+// --- compatibility --------------------------------------------------------------------------
+
+export const CompleteBackupBody = z.strictObject({
+  change_id: ChangeId,
+  bytes_transferred: ByteCount,
+});
+export const ReplicationChangeIdBody = z.strictObject({
+  change_id: ChangeId,
+  bytes_transferred: ByteCount.optional(),
+});
+export const CompletionAccepted = z
+  .object({ job_id: z.string(), job_type: z.enum(jobTypes), event_id: z.string() })
+  .meta({ id: 'CompletionAccepted' });

@@ -1,0 +1,63 @@
+import { ConflictError, forJob, makeEvent, type JobType } from '@tidemark/shared';
+import type { JobDeps } from './start-job';
+
+export interface CompletionReport {
+  jobId: string;
+  /** The one disk's new change_id. */
+  changeId: string;
+  bytesTransferred: number;
+}
+
+export interface ReportedCompletion {
+  jobId: string;
+  jobType: JobType;
+  eventId: string;
+}
+
+/**
+ * An old client's "my copy is done, here is the change_id": turned into the `backup.completed`
+ * event a runner would publish. Everything but the change_id and byte count comes from the
+ * ledger's record of the job, its type above all: never from the shape of the id.
+ */
+export async function reportCompletion(
+  deps: JobDeps,
+  report: CompletionReport,
+): Promise<ReportedCompletion> {
+  const job = await deps.bus.ask('jobs.get', { jobId: report.jobId });
+  const log = forJob(deps.log, job.jobId, { jobType: job.jobType });
+  if (job.disks.length !== 1) {
+    throw new ConflictError(
+      `job ${job.jobId} has ${job.disks.length} disks, and this route carries one change_id; ` +
+        'its client must publish backup.completed with every disk',
+      [{ path: 'changeId', message: `one change_id for ${job.disks.length} disks` }],
+    );
+  }
+  const [disk] = job.disks;
+  const event = makeEvent('backup.completed', {
+    jobId: job.jobId,
+    jobType: job.jobType,
+    data: {
+      vmName: job.vmName,
+      backupType: job.backupType,
+      repositoryId: job.repositoryId,
+      policyId: job.policyId,
+      parentJobId: job.parentJobId,
+      disks: [
+        {
+          diskKey: disk.diskKey,
+          changeId: report.changeId,
+          bytesTransferred: report.bytesTransferred,
+          targetPath: disk.targetPath,
+          bytesTotal: disk.bytesTotal,
+        },
+      ],
+      bytesTransferred: report.bytesTransferred,
+    },
+  });
+  await deps.bus.publish(event);
+  log.info(
+    { eventId: event.id, diskKey: disk.diskKey, changeId: report.changeId, status: job.status },
+    'completion reported by an old client; backup.completed published',
+  );
+  return { jobId: job.jobId, jobType: job.jobType, eventId: event.id };
+}

@@ -1,0 +1,116 @@
+import {
+  BackupType,
+  ConflictError,
+  JobType,
+  type DiskView,
+  type JobView,
+  type RepositoryView,
+  type StartData,
+  type VmView,
+} from '@tidemark/shared';
+
+/** What a caller may ask for: `auto` is incremental when the VM has a usable chain head, else full. */
+export const RequestedBackupType = { ...BackupType, Auto: 'auto' } as const;
+export type RequestedBackupType = (typeof RequestedBackupType)[keyof typeof RequestedBackupType];
+export const requestedBackupTypes = Object.values(RequestedBackupType) as [
+  RequestedBackupType,
+  ...RequestedBackupType[],
+];
+
+export interface PlanRequest {
+  jobId: string;
+  jobType: JobType;
+  requested: RequestedBackupType;
+  vm: VmView;
+  repository: RepositoryView;
+  /** The VM's latest completed job of `jobType` (the ledger's chain head); null when none. */
+  chainHead: JobView | null;
+  policyId: string | null;
+}
+
+/**
+ * Plans a job: its type, parent and, per disk of the VM, where it is read, where it is written
+ * and which change_id it starts from. Pure: the same request always gives the same plan. The
+ * result is the data of the job's `backup.start` (and of the ledger's `jobs.create`).
+ *
+ * Throws ConflictError for an incremental that has nothing to build on.
+ */
+export function planJob(req: PlanRequest): StartData {
+  const base = continuation(req);
+  if (req.requested === RequestedBackupType.Incremental && !base.ok) {
+    throw new ConflictError(`no incremental ${req.jobType} possible: ${base.why}`, [
+      { path: 'backupType', message: `${base.why}; ask for a full ${req.jobType} (or "auto")` },
+    ]);
+  }
+  const head = req.requested !== RequestedBackupType.Full && base.ok ? base.head : null;
+  return {
+    vmName: req.vm.vmName,
+    backupType: head ? BackupType.Incremental : BackupType.Full,
+    repositoryId: req.repository.id,
+    policyId: req.policyId,
+    parentJobId: head?.jobId ?? null,
+    disks: req.vm.disks.map((disk) => {
+      const from = head ? continuingDisk(req.jobType, head, disk.diskKey) : null;
+      return {
+        diskKey: disk.diskKey,
+        source: disk.path,
+        previousChangeId: from?.changeId ?? null,
+        targetPath: targetPath(req, disk.diskKey),
+        // A replica is updated in place; a backup's overlay is backed by its parent's file.
+        backingPath: req.jobType === JobType.Backup ? (from?.targetPath ?? null) : null,
+      };
+    }),
+  };
+}
+
+/**
+ * Backups: `<repository>/<vm>/<job id>/<disk key>.qcow2`, one new file per job.
+ * Replications: `<repository>/<vm>/replica/<disk key>.qcow2`, one replica per disk for good.
+ */
+export function targetPath(
+  req: Pick<PlanRequest, 'jobId' | 'jobType' | 'vm' | 'repository'>,
+  diskKey: string,
+): string {
+  const root = req.repository.path.replace(/\/+$/, '');
+  const dir = req.jobType === JobType.Backup ? req.jobId : 'replica';
+  return `${root}/${req.vm.vmName}/${dir}/${diskKey}.qcow2`;
+}
+
+type Continuation = { ok: true; head: JobView } | { ok: false; why: string };
+
+/** Whether the chain head can be built on: same repository, and at least one disk continues. */
+function continuation(req: PlanRequest): Continuation {
+  const head = req.chainHead;
+  const vm = req.vm.vmName;
+  if (!head) return { ok: false, why: `VM ${vm} has no completed ${req.jobType}` };
+  if (head.repositoryId !== req.repository.id) {
+    return {
+      ok: false,
+      why:
+        `the last completed ${req.jobType} of VM ${vm} (${head.jobId}) is in repository ` +
+        `${head.repositoryId}, not ${req.repository.id}`,
+    };
+  }
+  if (!req.vm.disks.some((d) => continuingDisk(req.jobType, head, d.diskKey))) {
+    return {
+      ok: false,
+      why: `the last completed ${req.jobType} of VM ${vm} (${head.jobId}) recorded no change_id for its disks`,
+    };
+  }
+  return { ok: true, head };
+}
+
+/**
+ * The chain head's record of a disk, when the disk can continue from it: a change_id, and for a
+ * backup the file a new overlay can be backed by. Any other disk is copied in full.
+ */
+function continuingDisk(
+  jobType: JobType,
+  head: JobView,
+  diskKey: string,
+): (DiskView & { changeId: string }) | null {
+  const disk = head.disks.find((d) => d.diskKey === diskKey);
+  if (!disk || disk.changeId === null) return null;
+  if (jobType === JobType.Backup && disk.targetPath === null) return null;
+  return { ...disk, changeId: disk.changeId };
+}
