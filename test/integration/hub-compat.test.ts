@@ -107,6 +107,29 @@ describe('hub: compatibility completion routes', () => {
     await world.waitForJob(jobId, (r) => r.change_id === 'uuid-x/9');
   });
 
+  it('repeats a completion as 202, and refuses another change_id for a completed job (409)', async () => {
+    const jobId = await startThroughHub('backup');
+    const first = await hub.call('POST', path('complete', jobId), {
+      change_id: 'uuid-r/1',
+      bytes_transferred: 8,
+    });
+    expect(first.status).toBe(202);
+    await world.waitForJob(jobId, (r) => r.status === 'completed');
+    const again = await hub.call('POST', path('complete', jobId), {
+      change_id: 'uuid-r/1',
+      bytes_transferred: 8,
+    });
+    expect(again.status).toBe(202);
+    const other = await hub.call('POST', path('changeid', jobId), { change_id: 'uuid-r/2' });
+    expect(other.status).toBe(409);
+    expect(other.body).toMatchObject({
+      error: `job ${jobId} already completed with change_id uuid-r/1`,
+      details: [{ path: 'body.change_id' }],
+    });
+    await world.drained();
+    expect(await world.job(jobId)).toMatchObject({ change_id: 'uuid-r/1' });
+  });
+
   it('refuses a job with several disks (409) and an unknown job (404); nothing is published', async () => {
     const vmName = await registerVm(hub, ['disk-0', 'disk-1']);
     const started = await hub.call<{ backup_id: string }>('POST', '/api/v1/backups', {

@@ -190,7 +190,8 @@ describe('ledger: events against real NATS and MariaDB', () => {
     // the ledger really receives it three times.
     for (let i = 0; i < 2; i++)
       await world.js.publish(world.topo.subjectFor('backup.completed'), JSON.stringify(event));
-    // ...and a second, different completion of the same job, which must change nothing either.
+    // ...and a second, different completion of the same job: it changes nothing, and is kept
+    // as a dead letter rather than swallowed.
     await world.publish(
       'backup.completed',
       jobId,
@@ -210,7 +211,10 @@ describe('ledger: events against real NATS and MariaDB', () => {
       event.id,
     ]);
     expect(processed).toHaveLength(1);
-    expect(await world.deadLetters()).toEqual([]);
+    const letters = await world.deadLetters();
+    expect(letters.map((l) => l.reason)).toEqual([
+      `job ${jobId} already completed with change_id disk-2000=u/1; this completion reports disk-2000=u/2`,
+    ]);
   });
 
   it('records everything from a completed event that arrives before its start', async () => {

@@ -16,6 +16,9 @@ export const LedgerConfigSchema = z.object({
   /** Deliveries of an event for a never-started job before it is dead-lettered. */
   TIDEMARK_LEDGER_DEFER_LIMIT: int(1, 1000, 30),
   TIDEMARK_LEDGER_DEFER_DELAY_MS: int(10, 600_000, 2000),
+  /** How long a job the hub created may wait for its backup.start before it is failed. */
+  TIDEMARK_LEDGER_START_TIMEOUT_MS: int(1000, 86_400_000, 120_000),
+  TIDEMARK_LEDGER_REAPER_INTERVAL_MS: int(100, 3_600_000, 15_000),
   /** Connections to MySQL. */
   TIDEMARK_LEDGER_DB_POOL: int(1, 100, 10),
 });

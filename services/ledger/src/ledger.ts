@@ -14,6 +14,7 @@ import { startQueryService } from './nats/query-service';
 import { createDataSource, ensureDatabase } from './persistence/data-source';
 import type { Outcome } from './persistence/event-store';
 import { createQueries } from './queries';
+import { startStartReaper } from './reaper';
 
 export interface Ledger {
   ds: DataSource;
@@ -86,6 +87,12 @@ export async function startLedger(
     await ds.destroy();
     throw err;
   }
+  const reaper = startStartReaper({
+    ds,
+    log,
+    startTimeoutMs: config.TIDEMARK_LEDGER_START_TIMEOUT_MS,
+    intervalMs: config.TIDEMARK_LEDGER_REAPER_INTERVAL_MS,
+  });
   log.info('ledger ready');
 
   return {
@@ -93,6 +100,7 @@ export async function startLedger(
     nc,
     async stop() {
       querySub.unsubscribe();
+      await reaper.stop();
       await consumer.stop();
       await nc.drain();
       await ds.destroy();

@@ -84,7 +84,7 @@ export function createQueries(ds: DataSource): LedgerQueries {
       // The hub's backup.start for this job carries the job id as its event id, so the event
       // that follows this request finds itself already applied.
       const event = makeEvent('backup.start', { id: jobId, jobId, jobType, data });
-      const [outcome] = await applyEventsIsolating(ds, [event]);
+      const [outcome] = await applyEventsIsolating(ds, [event], 'request');
       switch (outcome.kind) {
         case 'applied':
           return jobView(outcome.job);

@@ -33,6 +33,13 @@ export async function reportCompletion(
     );
   }
   const [disk] = job.disks;
+  if (job.status === 'completed' && disk.changeId !== report.changeId) {
+    // The ledger would keep it only as a dead letter: tell the client now.
+    throw new ConflictError(
+      `job ${job.jobId} already completed with change_id ${disk.changeId ?? 'none'}`,
+      [{ path: 'body.change_id', message: `differs from the recorded ${disk.changeId ?? 'none'}` }],
+    );
+  }
   const event = makeEvent('backup.completed', {
     jobId: job.jobId,
     jobType: job.jobType,

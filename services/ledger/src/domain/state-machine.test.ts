@@ -130,11 +130,22 @@ describe('job state machine', () => {
   it('given a completed job, then progress, a second completion and a failure change nothing', () => {
     const job = run(start(), completed());
     expect(decide(job, progress(99), ctx).kind).toBe('ignore');
-    expect(decide(job, completed(['x/2', 'y/2']), ctx).kind).toBe('ignore');
+    expect(decide(job, completed(), ctx).kind).toBe('ignore');
     expect(
       decide(job, ev('backup.failed', { code: 'LATE', message: 'late', retryable: false }), ctx)
         .kind,
     ).toBe('ignore');
+  });
+
+  it('given a completed job, when another completion reports other change_ids, then it is refused, naming both', () => {
+    const job = run(start(), completed());
+    expect(decide(job, completed(['u0/1', 'y/2']), ctx)).toMatchObject({
+      kind: 'reject',
+      code: 'CONFLICT',
+      reason: expect.stringMatching(
+        /already completed with change_id d1=u1\/1; this completion reports d1=y\/2/,
+      ),
+    });
   });
 
   it('given nothing, when the completion comes first, then the whole job is recorded, and the start only fills in', () => {

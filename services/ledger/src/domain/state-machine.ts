@@ -242,7 +242,22 @@ function onCompleted(
       parentJobId: d.parentJobId,
     });
   } else {
-    if (job.status === 'completed') return { kind: 'ignore', why: 'job already completed' };
+    if (job.status === 'completed') {
+      // The same completion again changes nothing. A different one is kept as a dead letter:
+      // never swallow a change_id silently.
+      const differing = d.disks.filter((x) => job.disks.get(x.diskKey)?.changeId !== x.changeId);
+      if (differing.length === 0) return { kind: 'ignore', why: 'job already completed' };
+      const recorded = differing.map(
+        (x) => `${x.diskKey}=${job.disks.get(x.diskKey)?.changeId ?? 'none'}`,
+      );
+      return reject(
+        'CONFLICT',
+        `job ${job.jobId} already completed with change_id ${recorded.join(', ')}; this completion reports ${differing
+          .map((x) => `${x.diskKey}=${x.changeId}`)
+          .join(', ')}`,
+        'data.disks',
+      );
+    }
     if (
       job.status === 'cancelled' ||
       (job.status === 'failed' && !presumedFailures.has(job.errorCode ?? ''))

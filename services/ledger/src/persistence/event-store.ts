@@ -46,6 +46,9 @@ export function isDeterministic(err: unknown): boolean {
 
 /** job id and disk key of a `diskValues` row. */
 const diskKey = (row: unknown[]) => `${String(row[0])}\u0000${String(row[1])}`;
+/** `processed_events.outcome` of a job created by request whose start has not been seen yet. */
+export const CREATED = 'created';
+
 const placeholders = (n: number) => Array(n).fill('?').join(', ');
 const activeKey = (vmName: string, jobType: JobType) => `${jobType}\u0000${vmName}`;
 
@@ -54,16 +57,24 @@ const activeKey = (vmName: string, jobType: JobType) => `${jobType}\u0000${vmNam
  * the state machine in order, and writes the changed jobs, their disks and the processed event
  * ids together. Either all of it commits or none of it does.
  */
+/**
+ * How the applied events are recorded in `processed_events`: `event` for what came over the
+ * bus; `request` for a job created by the hub's request, whose backup.start is still to come
+ * (the reaper fails such a job when its start never arrives).
+ */
+export type Via = 'event' | 'request';
+
 export async function applyEvents(
   ds: DataSource,
   events: AnyEvent[],
+  via: Via = 'event',
   now = new Date(),
 ): Promise<Outcome[]> {
   const q = ds.createQueryRunner();
   await q.connect();
   try {
     await q.startTransaction('READ COMMITTED');
-    const outcomes = await applyInTransaction(q, events, now);
+    const outcomes = await applyInTransaction(q, events, via, now);
     await q.commitTransaction();
     return outcomes;
   } catch (err) {
@@ -79,9 +90,13 @@ export async function applyEvents(
  * transaction, and an event whose write can never succeed is rejected with the database's
  * reason. Transient failures (connection lost, deadlock) are thrown for the caller to retry.
  */
-export async function applyEventsIsolating(ds: DataSource, events: AnyEvent[]): Promise<Outcome[]> {
+export async function applyEventsIsolating(
+  ds: DataSource,
+  events: AnyEvent[],
+  via: Via = 'event',
+): Promise<Outcome[]> {
   try {
-    return await applyEvents(ds, events);
+    return await applyEvents(ds, events, via);
   } catch (err) {
     if (!isDeterministic(err) || events.length === 1) {
       if (events.length === 1 && isDeterministic(err)) return [dbReject(err)];
@@ -91,7 +106,7 @@ export async function applyEventsIsolating(ds: DataSource, events: AnyEvent[]): 
   const outcomes: Outcome[] = [];
   for (const event of events) {
     try {
-      outcomes.push(...(await applyEvents(ds, [event])));
+      outcomes.push(...(await applyEvents(ds, [event], via)));
     } catch (err) {
       if (!isDeterministic(err)) throw err;
       outcomes.push(dbReject(err));
@@ -118,19 +133,20 @@ function dbReject(err: unknown): Outcome {
 async function applyInTransaction(
   q: QueryRunner,
   events: AnyEvent[],
+  via: Via,
   now: Date,
 ): Promise<Outcome[]> {
   const jobIds = [...new Set(events.map((e) => e.jobId))];
   const eventIds = [...new Set(events.map((e) => e.id))];
 
-  const processed = new Set<string>(
-    (
-      await q.query(
-        `SELECT event_id FROM processed_events WHERE event_id IN (${placeholders(eventIds.length)})`,
-        eventIds,
-      )
-    ).map((r: { event_id: string }) => r.event_id),
+  const seen: { event_id: string; outcome: string }[] = await q.query(
+    `SELECT event_id, outcome FROM processed_events WHERE event_id IN (${placeholders(eventIds.length)})`,
+    eventIds,
   );
+  const processed = new Set(seen.map((r) => r.event_id));
+  // Starts of jobs the hub created by request, now seen on the bus: no longer for the reaper.
+  const awaitedStarts = new Set(seen.filter((r) => r.outcome === CREATED).map((r) => r.event_id));
+  const arrivedStarts = new Set<string>();
   const jobRows: JobRow[] = await q.query(
     `SELECT * FROM backup_jobs WHERE id IN (${placeholders(jobIds.length)}) FOR UPDATE`,
     jobIds,
@@ -204,6 +220,7 @@ async function applyInTransaction(
   const processedRows: unknown[][] = [];
   for (const event of events) {
     if (processed.has(event.id)) {
+      if (event.type === 'backup.start' && awaitedStarts.has(event.id)) arrivedStarts.add(event.id);
       outcomes.push({ kind: 'duplicate' });
       continue;
     }
@@ -246,7 +263,7 @@ async function applyInTransaction(
       event.id,
       event.jobId,
       event.type,
-      outcomes[outcomes.length - 1].kind,
+      via === 'request' ? CREATED : outcomes[outcomes.length - 1].kind,
       now,
     ]);
   }
@@ -266,6 +283,12 @@ async function applyInTransaction(
       .filter((row) => stored.get(diskKey(row)) !== JSON.stringify(row));
     if (disks.length > 0)
       await upsert(q, 'backup_disks', diskColumns, disks, ['job_id', 'disk_key']);
+  }
+  if (arrivedStarts.size > 0) {
+    await q.query(
+      `UPDATE processed_events SET outcome = 'published' WHERE event_id IN (${placeholders(arrivedStarts.size)})`,
+      [...arrivedStarts],
+    );
   }
   if (processedRows.length > 0) {
     await q.query(

@@ -1,0 +1,69 @@
+import { uniqueName } from '../support/env';
+import {
+  createLedgerWorld,
+  seedReferences,
+  startData,
+  type LedgerWorld,
+} from '../support/ledger-harness';
+
+describe('ledger: jobs whose backup.start never reached the bus', () => {
+  let world: LedgerWorld;
+  let repositoryId: string;
+
+  beforeAll(async () => {
+    world = await createLedgerWorld({
+      TIDEMARK_LEDGER_START_TIMEOUT_MS: '1500',
+      TIDEMARK_LEDGER_REAPER_INTERVAL_MS: '200',
+    });
+    await world.startLedger();
+    ({ repositoryId } = await seedReferences(world));
+  });
+  afterAll(() => world.close());
+
+  it('fails a job created by request whose start never came, and frees the VM', async () => {
+    const vm = uniqueName('vm');
+    const lost = uniqueName('backup-');
+    await world.ask('jobs.create', {
+      jobId: lost,
+      jobType: 'backup',
+      ...startData(repositoryId, vm),
+    });
+    const row = await world.waitForJob(lost, (r) => r.status === 'failed', 10000);
+    expect(row).toMatchObject({ error_code: 'START_NOT_PUBLISHED', retryable: 1 });
+    // The VM's active slot is free again.
+    const next = uniqueName('backup-');
+    await world.ask('jobs.create', {
+      jobId: next,
+      jobType: 'backup',
+      ...startData(repositoryId, vm),
+    });
+  });
+
+  it('leaves a job alone once its start reached the bus, however long it stays queued', async () => {
+    const vm = uniqueName('vm');
+    const jobId = uniqueName('backup-');
+    const data = startData(repositoryId, vm);
+    await world.ask('jobs.create', { jobId, jobType: 'backup', ...data });
+    await world.publish('backup.start', jobId, data, { id: jobId });
+    await world.drained();
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(await world.job(jobId)).toMatchObject({ status: 'queued' });
+  });
+
+  it('lets a completion that arrives after all override the presumed failure', async () => {
+    const vm = uniqueName('vm');
+    const jobId = uniqueName('backup-');
+    const data = startData(repositoryId, vm);
+    await world.ask('jobs.create', { jobId, jobType: 'backup', ...data });
+    await world.waitForJob(jobId, (r) => r.status === 'failed', 10000);
+    await world.publish('backup.completed', jobId, {
+      vmName: vm,
+      backupType: 'full',
+      repositoryId,
+      bytesTransferred: 5,
+      disks: [{ diskKey: 'disk-2000', changeId: 'late/1', bytesTransferred: 5 }],
+    });
+    const row = await world.waitForJob(jobId, (r) => r.status === 'completed');
+    expect(row).toMatchObject({ change_id: 'late/1', error_code: null });
+  });
+});
