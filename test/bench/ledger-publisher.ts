@@ -101,28 +101,40 @@ async function main(input: PublisherInput): Promise<PublisherOutput> {
   }));
   const completedAt: Record<string, number> = {};
   const firstAt = now();
-  let next = 0;
   let lastAckAt = firstAt;
-  const interval = input.eventsPerSecond > 0 ? 1000 / input.eventsPerSecond : 0;
-  async function lane(): Promise<void> {
-    while (next < queue.length) {
-      const index = next++;
-      const event = queue[index];
-      if (interval > 0) {
-        const due = firstAt + index * interval;
-        const wait = due - now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      }
-      const at = now();
-      if (event.type === 'backup.completed') completedAt[event.id] = at;
-      const ack = await js.publish(encoded[index].subject, encoded[index].body, {
-        msgID: event.id,
-      });
-      if (ack.duplicate) throw new Error(`event ${event.id} was a duplicate`);
-      lastAckAt = now();
-    }
+  async function publishOne(index: number): Promise<void> {
+    const event = queue[index];
+    const at = now();
+    if (event.type === 'backup.completed') completedAt[event.id] = at;
+    const ack = await js.publish(encoded[index].subject, encoded[index].body, { msgID: event.id });
+    if (ack.duplicate) throw new Error(`event ${event.id} was a duplicate`);
+    lastAckAt = now();
   }
-  await Promise.all(Array.from({ length: input.inFlight }, lane));
+  if (input.eventsPerSecond > 0) {
+    // Paced: every 10 ms, hand over the events due by then (like many runners reporting at
+    // once), keeping at most `inFlight` publishes outstanding.
+    const pending = new Set<Promise<void>>();
+    let next = 0;
+    while (next < queue.length) {
+      const due = Math.min(
+        queue.length,
+        Math.floor(((now() - firstAt) * input.eventsPerSecond) / 1000) + 1,
+      );
+      while (next < due) {
+        const p: Promise<void> = publishOne(next++).finally(() => pending.delete(p));
+        pending.add(p);
+        if (pending.size >= input.inFlight) await Promise.race(pending);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await Promise.all(pending);
+  } else {
+    let next = 0;
+    const lane = async () => {
+      while (next < queue.length) await publishOne(next++);
+    };
+    await Promise.all(Array.from({ length: input.inFlight }, lane));
+  }
   await nc.drain();
   return { published: queue.length, completedAt, firstAt, lastAckAt };
 }
