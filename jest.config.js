@@ -19,6 +19,7 @@ const shared = {
     '^@tidemark/ledger/(.*)$': '<rootDir>/services/ledger/src/$1',
     '^@tidemark/hub/(.*)$': '<rootDir>/services/hub/src/$1',
     '^@tidemark/cli/(.*)$': '<rootDir>/services/cli/src/$1',
+    '^@tidemark/backup-client/(.*)$': '<rootDir>/services/backup-client/src/$1',
   },
   testEnvironment: 'node',
 };
