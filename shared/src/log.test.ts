@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { createLogger, forJob, redactUrl } from './log';
 
@@ -26,17 +27,17 @@ describe('logger', () => {
 
   it('never writes a password, token or authorization header', () => {
     const { lines, log } = capture();
+    const secret = randomBytes(8).toString('hex');
     log.info(
       {
-        password: 'hunter22',
-        config: { token: 'abc123' },
-        req: { headers: { authorization: 'Bearer abc123' } },
+        password: secret,
+        config: { token: secret },
+        req: { headers: { authorization: `Bearer ${secret}` } },
       },
       'x',
     );
-    const text = JSON.stringify(lines);
-    expect(text).not.toContain('hunter22');
-    expect(text).not.toContain('abc123');
+    expect(lines).toHaveLength(1);
+    expect(JSON.stringify(lines)).not.toContain(secret);
   });
 
   it('redacts the password of a URL', () => {
