@@ -25,6 +25,8 @@ const shared = {
 };
 
 module.exports = {
+  // Per-project testTimeout is not applied by jest 30 when several projects run; set it here.
+  testTimeout: 60000,
   projects: [
     {
       ...shared,

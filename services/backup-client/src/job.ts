@@ -1,0 +1,199 @@
+import type { Logger } from '@tidemark/shared';
+import { StartDataV1, type JobType, type StartData } from '@tidemark/shared';
+import { z } from 'zod';
+import { copyPlan, planCopy } from './copy/copy-disk';
+import { ClientError, FullBackupRequiredError } from './errors';
+import { toWritten, writeManifest } from './manifest';
+import type { DiskResult, ProgressReporter, ResultLine } from './progress';
+import type { SourceDriver, SourceSnapshot } from './source/types';
+import { checkTarget, Qcow2Target, type TargetSpec } from './target/qcow2-target';
+
+/** The job the client is started with: `backup.start`'s data plus the job type. */
+export const ClientJobSpec = StartDataV1.extend({
+  jobType: z.enum(['backup', 'replication']),
+});
+export type ClientJobSpec = z.output<typeof ClientJobSpec>;
+
+export interface ClientJob extends StartData {
+  jobId: string;
+  jobType: JobType;
+}
+
+export interface RunDeps {
+  drivers: SourceDriver[];
+  log: Logger;
+  progress: ProgressReporter;
+  workDir: string;
+  signal: AbortSignal;
+  copy?: { chunkSize?: number; inFlight?: number };
+}
+
+type Disk = StartData['disks'][number];
+
+function targetFor(job: ClientJob, disk: Disk, previous: string | null): TargetSpec {
+  if (job.jobType === 'replication')
+    return previous === null
+      ? { kind: 'new', path: disk.targetPath, backingPath: null, replace: true }
+      : { kind: 'in-place', path: disk.targetPath, backingPath: null };
+  if (previous === null) {
+    if (disk.backingPath !== null)
+      throw new ClientError(
+        'TARGET_INVALID',
+        `disk ${disk.diskKey}: a backing path (${disk.backingPath}) needs a previous change_id`,
+        false,
+      );
+    return { kind: 'new', path: disk.targetPath, backingPath: null };
+  }
+  if (disk.backingPath === null)
+    throw new ClientError(
+      'TARGET_INVALID',
+      `disk ${disk.diskKey}: an incremental backup needs the parent's file as backing path`,
+      false,
+    );
+  return { kind: 'overlay', path: disk.targetPath, backingPath: disk.backingPath };
+}
+
+function toClientError(err: unknown, diskKey: string): ClientError {
+  if (err instanceof ClientError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new ClientError('COPY_FAILED', `disk ${diskKey}: ${message}`, true, { cause: err });
+}
+
+interface DiskRun {
+  snapshot?: SourceSnapshot;
+  target?: Qcow2Target;
+  result?: DiskResult;
+  error?: ClientError;
+}
+
+async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskRun): Promise<void> {
+  const log = deps.log.child({ diskKey: disk.diskKey });
+  const previous =
+    job.backupType === 'full' || disk.previousChangeId === '*' ? null : disk.previousChangeId;
+  const spec = targetFor(job, disk, previous);
+  const existingSize = await checkTarget(spec);
+  const driver = deps.drivers.find((d) => d.accepts(disk.source));
+  if (!driver)
+    throw new ClientError(
+      'SOURCE_UNAVAILABLE',
+      `disk ${disk.diskKey}: no source driver handles "${disk.source}"`,
+      false,
+    );
+  deps.signal.throwIfAborted();
+  run.snapshot = await driver.open(disk.source, previous, deps.workDir);
+  const snapshot = run.snapshot;
+  log.info(
+    { driver: driver.name, changeId: snapshot.changeId, base: snapshot.baseChangeId },
+    'source point in time taken',
+  );
+  if (existingSize !== null && existingSize !== snapshot.size)
+    throw new FullBackupRequiredError(
+      `disk ${disk.diskKey}: the disk is ${snapshot.size} bytes, its previous backup ${existingSize}; a resized disk needs a full backup`,
+      previous,
+    );
+  const reader = await snapshot.openReader();
+  const plan = await planCopy(snapshot, reader);
+  deps.progress.setTotal(disk.diskKey, plan.dataBytes);
+  log.info(
+    { dataBytes: plan.dataBytes, dataExtents: plan.data.length, zeroExtents: plan.zero.length },
+    'copy planned',
+  );
+  run.target = await Qcow2Target.open(spec, snapshot.size, deps.workDir);
+  const written = await copyPlan(plan, reader, run.target.writer, run.target.needsZeroes, {
+    ...deps.copy,
+    signal: deps.signal,
+    onProgress: (n) => deps.progress.setDone(disk.diskKey, n),
+  });
+  deps.signal.throwIfAborted();
+  await run.target.finish();
+  await writeManifest(disk.targetPath, {
+    format: 'tidemark-manifest',
+    version: 1,
+    jobId: job.jobId,
+    jobType: job.jobType,
+    diskKey: disk.diskKey,
+    changeId: snapshot.changeId,
+    baseChangeId: snapshot.baseChangeId,
+    size: snapshot.size,
+    backingPath: spec.kind === 'overlay' ? spec.backingPath : null,
+    createdAt: new Date().toISOString(),
+    written: toWritten(written),
+  });
+  run.result = {
+    diskKey: disk.diskKey,
+    changeId: snapshot.changeId,
+    bytesTransferred: plan.dataBytes,
+    targetPath: disk.targetPath,
+    bytesTotal: snapshot.size,
+  };
+  log.info({ bytesTransferred: plan.dataBytes, changeId: snapshot.changeId }, 'disk copied');
+}
+
+/**
+ * Copies every disk of a job in parallel. Disks that finish are reported even if another
+ * fails. Only when every disk finished are the old change_ids forgotten on the sources; until
+ * then both the old and the new change_id of a disk stay usable.
+ */
+export async function runJob(job: ClientJob, deps: RunDeps): Promise<ResultLine> {
+  const runs = new Map<string, DiskRun>(job.disks.map((d) => [d.diskKey, {}]));
+  for (const d of job.disks) deps.progress.addDisk(d.diskKey);
+  deps.progress.start();
+  deps.progress.setPhase('copying');
+  await Promise.all(
+    job.disks.map(async (disk) => {
+      const run = runs.get(disk.diskKey) as DiskRun;
+      try {
+        await copyOneDisk(job, disk, deps, run);
+      } catch (err) {
+        run.error = deps.signal.aborted
+          ? new ClientError('INTERRUPTED', 'the backup client was interrupted', true)
+          : toClientError(err, disk.diskKey);
+        if (!run.error.message.startsWith(`disk ${disk.diskKey}`))
+          run.error.message = `disk ${disk.diskKey}: ${run.error.message}`;
+        deps.log.error(
+          { diskKey: disk.diskKey, code: run.error.code, err: run.error.message },
+          'disk failed',
+        );
+        await run.target?.abort().catch(() => undefined);
+      }
+    }),
+  );
+  deps.progress.setPhase('finalizing');
+  const all = [...runs.values()];
+  const failed = all.filter((r) => r.error);
+  const finished = all.flatMap((r) => (r.result ? [r.result] : []));
+  if (failed.length === 0) {
+    for (const r of all) {
+      await r.snapshot
+        ?.commit()
+        .catch((err: unknown) =>
+          deps.log.warn({ err: String(err) }, 'old change tracking not removed (harmless)'),
+        );
+    }
+  }
+  await Promise.allSettled(all.map((r) => r.snapshot?.close()));
+  deps.progress.stop();
+  deps.progress.emit();
+  if (failed.length === 0)
+    return {
+      type: 'result',
+      jobId: job.jobId,
+      status: 'completed',
+      disks: finished,
+      bytesTransferred: finished.reduce((s, d) => s + d.bytesTransferred, 0),
+    };
+  const first = (failed.find((r) => r.error?.code !== 'INTERRUPTED') ?? failed[0]) as DiskRun;
+  const error = first.error as ClientError;
+  return {
+    type: 'result',
+    jobId: job.jobId,
+    status: 'failed',
+    code: error.code,
+    message:
+      failed.length > 1
+        ? `${error.message} (and ${failed.length - 1} more disk(s) failed)`
+        : error.message,
+    retryable: error.retryable,
+    finishedDisks: finished,
+  };
+}

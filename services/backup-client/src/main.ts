@@ -1,0 +1,248 @@
+#!/usr/bin/env node
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createLogger, forJob, JobId, type Logger } from '@tidemark/shared';
+import { ChangeId } from '@tidemark/shared';
+import { z } from 'zod';
+import { ClientError } from './errors';
+import { ClientJobSpec, runJob, type ClientJob } from './job';
+import { ProgressReporter, type ResultLine } from './progress';
+import { stopAllServers } from './qemu/process';
+import { restoreChain } from './restore';
+import { QemuImageDriver } from './source/qemu-image';
+import { verifyChain } from './verify';
+
+const USAGE = `usage:
+  tidemark-backup-client backup --job <file | ->
+      env: TIDEMARK_JOB_ID (required), TIDEMARK_PREVIOUS_CHANGE_ID (JSON {"<disk key>": "<change_id>"},
+           or one change_id for a one-disk job)
+  tidemark-backup-client restore --from <chain top .qcow2> --to <new file> [--format raw|qcow2]
+  tidemark-backup-client verify <chain top .qcow2>
+stdout: JSON lines (progress, then one result); stderr: JSON log lines.
+exit: 0 done, 1 failed, 2 usage or configuration error, 130 interrupted.`;
+
+/** A usage or configuration error: exit 2 before anything is touched. */
+class UsageError extends Error {}
+
+const out = (line: object): void => void process.stdout.write(`${JSON.stringify(line)}\n`);
+
+function readJobSpec(file: string): ClientJobSpec {
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`--job ${file}: cannot be read (${(err as Error).message})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new UsageError(`--job ${file}: not JSON`);
+  }
+  const parsed = ClientJobSpec.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UsageError(`--job ${file}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
+  }
+  return parsed.data;
+}
+
+/** Applies TIDEMARK_PREVIOUS_CHANGE_ID to the job's disks; it must agree with the job file. */
+function applyPreviousChangeIds(spec: ClientJobSpec, raw: string | undefined): void {
+  if (raw === undefined || raw === '') return;
+  let byDisk: Record<string, string | null>;
+  const trimmed = raw.trim();
+  if (trimmed.startsWith('{')) {
+    let json: unknown;
+    try {
+      json = JSON.parse(trimmed);
+    } catch {
+      throw new UsageError('TIDEMARK_PREVIOUS_CHANGE_ID: starts with "{" but is not JSON');
+    }
+    const parsed = z.record(z.string(), ChangeId.nullable()).safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new UsageError(
+        `TIDEMARK_PREVIOUS_CHANGE_ID: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
+      );
+    }
+    byDisk = parsed.data;
+  } else {
+    if (spec.disks.length !== 1)
+      throw new UsageError(
+        'TIDEMARK_PREVIOUS_CHANGE_ID: a job with several disks needs a JSON object {"<disk key>": "<change_id>"}',
+      );
+    const parsed = ChangeId.safeParse(trimmed);
+    if (!parsed.success)
+      throw new UsageError(`TIDEMARK_PREVIOUS_CHANGE_ID: ${parsed.error.issues[0]?.message}`);
+    byDisk = { [(spec.disks[0] as { diskKey: string }).diskKey]: parsed.data };
+  }
+  const keys = new Set(spec.disks.map((d) => d.diskKey));
+  for (const key of Object.keys(byDisk))
+    if (!keys.has(key))
+      throw new UsageError(`TIDEMARK_PREVIOUS_CHANGE_ID: disk "${key}" is not a disk of the job`);
+  for (const disk of spec.disks) {
+    if (!(disk.diskKey in byDisk)) continue;
+    const fromEnv = byDisk[disk.diskKey] ?? null;
+    if (disk.previousChangeId !== null && disk.previousChangeId !== fromEnv)
+      throw new UsageError(
+        `TIDEMARK_PREVIOUS_CHANGE_ID: disk "${disk.diskKey}" is ${JSON.stringify(fromEnv)} but the job says ${JSON.stringify(disk.previousChangeId)}`,
+      );
+    disk.previousChangeId = fromEnv;
+  }
+}
+
+async function backup(args: string[], log: Logger): Promise<number> {
+  const { values } = parseArgs({ args, options: { job: { type: 'string' } }, strict: true });
+  // The job id comes first: without it nothing is read, opened or copied.
+  const jobIdRaw = process.env.TIDEMARK_JOB_ID;
+  if (jobIdRaw === undefined || jobIdRaw === '')
+    throw new UsageError(
+      'TIDEMARK_JOB_ID is not set: the client refuses to copy a disk whose change_id it could not report',
+    );
+  const jobId = JobId.safeParse(jobIdRaw);
+  if (!jobId.success) throw new UsageError(`TIDEMARK_JOB_ID: ${jobId.error.issues[0]?.message}`);
+  if (!values.job) throw new UsageError('--job <file | -> is required');
+  const spec = readJobSpec(values.job);
+  applyPreviousChangeIds(spec, process.env.TIDEMARK_PREVIOUS_CHANGE_ID);
+  const job: ClientJob = { ...spec, jobId: jobId.data };
+  const jobLog = forJob(log, job.jobId, { jobType: job.jobType });
+
+  const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-client-'));
+  const abort = new AbortController();
+  let interrupts = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    interrupts++;
+    jobLog.warn({ signal }, 'interrupted: stopping the copy and cleaning up');
+    abort.abort(new ClientError('INTERRUPTED', `interrupted by ${signal}`, true));
+    // The NBD servers are stopped so requests in flight end now, not when they complete.
+    void stopAllServers();
+    if (interrupts > 1) process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const intervalMs = Number(process.env.TIDEMARK_PROGRESS_INTERVAL_MS ?? 1000);
+  const progress = new ProgressReporter(job.jobId, out, intervalMs > 0 ? intervalMs : 1000);
+  let result: ResultLine;
+  try {
+    jobLog.info(
+      { backupType: job.backupType, disks: job.disks.map((d) => d.diskKey) },
+      'job started',
+    );
+    result = await runJob(job, {
+      drivers: [new QemuImageDriver()],
+      log: jobLog,
+      progress,
+      workDir,
+      signal: abort.signal,
+    });
+  } finally {
+    await stopAllServers();
+    rmSync(workDir, { recursive: true, force: true });
+  }
+  if (abort.signal.aborted && result.status === 'failed') {
+    result = {
+      ...result,
+      code: 'INTERRUPTED',
+      message: 'interrupted; nothing half-written kept',
+      retryable: true,
+    };
+  }
+  out(result);
+  jobLog.info({ status: result.status }, 'job ended');
+  if (result.status === 'completed') return 0;
+  return abort.signal.aborted ? 130 : 1;
+}
+
+async function restore(args: string[], log: Logger): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      from: { type: 'string' },
+      to: { type: 'string' },
+      format: { type: 'string', default: 'raw' },
+    },
+    strict: true,
+  });
+  if (!values.from) throw new UsageError('--from <chain top .qcow2> is required');
+  if (!values.to) throw new UsageError('--to <new file> is required');
+  if (values.format !== 'raw' && values.format !== 'qcow2')
+    throw new UsageError(`--format: must be raw or qcow2, not "${values.format}"`);
+  const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-restore-'));
+  try {
+    const r = await restoreChain(values.from, values.to, values.format, { workDir, log, out });
+    out({ type: 'result', status: 'completed', ...r });
+    return 0;
+  } finally {
+    await stopAllServers();
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+async function verify(args: string[], log: Logger): Promise<number> {
+  const { positionals } = parseArgs({ args, allowPositionals: true, strict: true });
+  const image = positionals[0];
+  if (!image || positionals.length > 1) throw new UsageError('verify takes one image path');
+  const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-verify-'));
+  try {
+    const r = await verifyChain(image, { workDir, log, out });
+    out({ type: 'result', ...r });
+    return r.status === 'ok' ? 0 : 1;
+  } finally {
+    await stopAllServers();
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const log = createLogger('backup-client', process.env.LOG_LEVEL || 'info', pinoStderr());
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'backup':
+        return await backup(rest, log);
+      case 'restore':
+        return await restore(rest, log);
+      case 'verify':
+        return await verify(rest, log);
+      case '--help':
+      case 'help':
+        process.stdout.write(`${USAGE}\n`);
+        return 0;
+      default:
+        throw new UsageError(command ? `unknown command "${command}"` : 'a command is required');
+    }
+  } catch (err) {
+    if (err instanceof UsageError || (err instanceof TypeError && 'code' in err)) {
+      process.stderr.write(`tidemark-backup-client: ${err.message}\n${USAGE}\n`);
+      log.error({ err: err.message }, 'usage error');
+      return 2;
+    }
+    const e = err instanceof ClientError ? err : new ClientError('COPY_FAILED', String(err), true);
+    out({
+      type: 'result',
+      status: 'failed',
+      code: e.code,
+      message: e.message,
+      retryable: e.retryable,
+    });
+    log.error({ code: e.code, err: e.message }, 'failed');
+    return 1;
+  }
+}
+
+function pinoStderr(): NodeJS.WritableStream & { write: (s: string) => boolean } {
+  return process.stderr;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`tidemark-backup-client: ${String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

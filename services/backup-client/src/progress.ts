@@ -1,0 +1,108 @@
+/** The client's stdout protocol: JSON lines, progress while copying and one result last. */
+export type Phase = 'preparing' | 'copying' | 'flushing' | 'finalizing';
+
+export interface ProgressLine {
+  type: 'progress';
+  jobId: string;
+  phase: Phase;
+  /** Monotonic from 0 within a run. */
+  sequence: number;
+  disks: Array<{ diskKey: string; bytesDone: number; bytesTotal: number }>;
+  /** Bytes of data copied per second over the last interval. */
+  bytesPerSecond: number;
+}
+
+export interface DiskResult {
+  diskKey: string;
+  changeId: string;
+  bytesTransferred: number;
+  targetPath: string;
+  /** Size of the disk in bytes. */
+  bytesTotal: number;
+}
+
+export type ResultLine =
+  | {
+      type: 'result';
+      jobId: string;
+      status: 'completed';
+      disks: DiskResult[];
+      bytesTransferred: number;
+    }
+  | {
+      type: 'result';
+      jobId: string;
+      status: 'failed';
+      code: string;
+      message: string;
+      retryable: boolean;
+      /** Disks copied and flushed before the failure, with their change_ids. */
+      finishedDisks: DiskResult[];
+    };
+
+/**
+ * Tracks bytes per disk and writes a progress line at most every `intervalMs`, and at every
+ * phase change.
+ */
+export class ProgressReporter {
+  private readonly disks = new Map<string, { bytesDone: number; bytesTotal: number }>();
+  private phase: Phase = 'preparing';
+  private sequence = 0;
+  private lastAt = Date.now();
+  private lastBytes = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly jobId: string,
+    private readonly write: (line: ProgressLine) => void,
+    private readonly intervalMs = 1000,
+  ) {}
+
+  addDisk(diskKey: string): void {
+    this.disks.set(diskKey, { bytesDone: 0, bytesTotal: 0 });
+  }
+
+  setTotal(diskKey: string, bytesTotal: number): void {
+    const d = this.disks.get(diskKey);
+    if (d) d.bytesTotal = bytesTotal;
+  }
+
+  setDone(diskKey: string, bytesDone: number): void {
+    const d = this.disks.get(diskKey);
+    if (d) d.bytesDone = bytesDone;
+  }
+
+  setPhase(phase: Phase): void {
+    if (phase === this.phase) return;
+    this.phase = phase;
+    this.emit();
+  }
+
+  start(): void {
+    this.emit();
+    this.timer = setInterval(() => this.emit(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  emit(): void {
+    const now = Date.now();
+    const bytes = [...this.disks.values()].reduce((s, d) => s + d.bytesDone, 0);
+    const seconds = (now - this.lastAt) / 1000;
+    const rate = seconds > 0 ? Math.max(0, Math.round((bytes - this.lastBytes) / seconds)) : 0;
+    this.lastAt = now;
+    this.lastBytes = bytes;
+    this.write({
+      type: 'progress',
+      jobId: this.jobId,
+      phase: this.phase,
+      sequence: this.sequence++,
+      disks: [...this.disks].map(([diskKey, d]) => ({ diskKey, ...d })),
+      bytesPerSecond: rate,
+    });
+  }
+}

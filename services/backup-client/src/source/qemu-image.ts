@@ -1,0 +1,151 @@
+import { isAbsolute } from 'node:path';
+import { NbdClient, type NbdAddress } from '../nbd/index';
+import { ClientError, FullBackupRequiredError } from '../errors';
+import { bitmap, imageInfo, mergeBitmap, serveImage, type NbdExport } from '../qemu/image';
+import { ToolError } from '../qemu/process';
+import {
+  bitmapName,
+  formatChangeId,
+  parseBitmapName,
+  parseChangeId,
+  planRotation,
+  type QemuChangeId,
+  type TrackedBitmap,
+} from './change-id';
+import type { Area, SourceDriver, SourceSnapshot } from './types';
+import { connectWithRetry, queryAreas } from './nbd-areas';
+
+function sourceError(source: string, err: unknown): ClientError {
+  const detail = err instanceof ToolError ? err.stderr.trim() : String(err);
+  const locked = /lock/i.test(detail);
+  return new ClientError(
+    'SOURCE_UNAVAILABLE',
+    `source ${source}: ${detail}${locked ? ' (the image is open elsewhere; a running disk needs the qemu-live driver)' : ''}`,
+    locked,
+    { cause: err },
+  );
+}
+
+/**
+ * The `qemu` driver for an offline QCOW2 image (not open by any other process). Change
+ * tracking is a persistent dirty bitmap per change_id, rotated with `qemu-img bitmap`; the
+ * point-in-time view is a read-only `qemu-nbd` export carrying the previous bitmap.
+ */
+export class QemuImageDriver implements SourceDriver {
+  readonly name = 'qemu';
+
+  accepts(source: string): boolean {
+    return isAbsolute(source);
+  }
+
+  async open(
+    source: string,
+    previousChangeId: string | null,
+    workDir: string,
+  ): Promise<SourceSnapshot> {
+    const info = await imageInfo(source).catch((err: unknown) => {
+      throw sourceError(source, err);
+    });
+    if (info.format !== 'qcow2')
+      throw new ClientError(
+        'SOURCE_UNAVAILABLE',
+        `source ${source}: format is ${info.format}; change tracking needs qcow2 with persistent dirty bitmaps`,
+        false,
+      );
+    const tracked: TrackedBitmap[] = [];
+    for (const b of info.bitmaps) {
+      const id = parseBitmapName(b.name);
+      if (id) tracked.push({ id, name: b.name, inconsistent: b.flags.includes('in-use') });
+    }
+    let previous: QemuChangeId | null = null;
+    if (previousChangeId !== null && previousChangeId !== '*') {
+      previous = parseChangeId(previousChangeId);
+      if (!previous)
+        throw new FullBackupRequiredError(
+          `source ${source}: change_id "${previousChangeId}" was not made by this driver (expected <disk uuid>/<sequence>)`,
+          previousChangeId,
+        );
+    }
+    const plan = planRotation(tracked, previous);
+    if (typeof plan === 'string')
+      throw new FullBackupRequiredError(`source ${source}: ${plan}`, previousChangeId);
+
+    const nextName = bitmapName(plan.next);
+    try {
+      for (const later of plan.mergeIntoBase) {
+        await mergeBitmap(source, later.name, (plan.base as TrackedBitmap).name);
+        await bitmap(source, 'remove', later.name);
+      }
+      await bitmap(source, 'add', nextName);
+      if (plan.base) await bitmap(source, 'disable', plan.base.name);
+    } catch (err) {
+      throw sourceError(source, err);
+    }
+    const exported = await serveImage({
+      image: source,
+      socketDir: workDir,
+      readOnly: true,
+      ...(plan.base ? { bitmap: plan.base.name } : {}),
+    }).catch((err: unknown) => {
+      throw sourceError(source, err);
+    });
+    const stale = tracked.filter((b) => b.name !== nextName);
+    return new QemuImageSnapshot(source, info.virtualSize, plan.next, plan.base, stale, exported);
+  }
+}
+
+class QemuImageSnapshot implements SourceSnapshot {
+  readonly changeId: string;
+  readonly baseChangeId: string | null;
+  private areasClient: NbdClient | undefined;
+  private readonly readers: NbdClient[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly image: string,
+    readonly size: number,
+    next: QemuChangeId,
+    private readonly base: TrackedBitmap | null,
+    /** Bitmaps to remove once the job succeeded: every older one of ours. */
+    private readonly stale: TrackedBitmap[],
+    private readonly exported: NbdExport,
+  ) {
+    this.changeId = formatChangeId(next);
+    this.baseChangeId = base ? formatChangeId(base.id) : null;
+  }
+
+  private get address(): NbdAddress {
+    return this.exported.address;
+  }
+
+  async openReader(): Promise<NbdClient> {
+    const c = await connectWithRetry(this.address, {
+      exportName: this.exported.exportName,
+      metaContexts: ['base:allocation'],
+    });
+    this.readers.push(c);
+    return c;
+  }
+
+  async queryChangedDiskAreas(offset: number): Promise<{ areas: Area[]; covered: number }> {
+    const context = this.base ? `qemu:dirty-bitmap:${this.base.name}` : 'base:allocation';
+    this.areasClient ??= await connectWithRetry(this.address, {
+      exportName: this.exported.exportName,
+      metaContexts: [context],
+    });
+    return queryAreas(this.areasClient, context, offset);
+  }
+
+  async commit(): Promise<void> {
+    await this.close();
+    for (const b of this.stale) await bitmap(this.image, 'remove', b.name);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const clients = [...this.readers, ...(this.areasClient ? [this.areasClient] : [])];
+    await Promise.allSettled(clients.map((c) => c.disconnect()));
+    await this.exported.server.stop();
+  }
+}

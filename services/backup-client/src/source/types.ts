@@ -1,0 +1,48 @@
+import type { NbdClient } from '../nbd/index';
+
+/** An area of a disk, in bytes. */
+export interface Area {
+  offset: number;
+  length: number;
+}
+
+/**
+ * What a source driver gives for one disk — the shape of VMware's CBT API: a point-in-time
+ * read of the disk (over NBD, as nbdkit's VDDK plugin gives it), the areas changed since the
+ * previous change_id (QueryChangedDiskAreas; `*` means every allocated area), and the change_id
+ * that identifies this point.
+ */
+export interface SourceSnapshot {
+  /** Disk size in bytes. */
+  readonly size: number;
+  /** The change_id of this point in time: the next incremental starts here. */
+  readonly changeId: string;
+  /** The change_id the changed areas are relative to; null for a full read. */
+  readonly baseChangeId: string | null;
+  /** Opens a reader on the point-in-time view (with `base:allocation`). */
+  openReader(): Promise<NbdClient>;
+  /**
+   * Changed areas from `offset` on. Like QueryChangedDiskAreas the answer may cover only part of
+   * the rest of the disk: `covered` says how far it reaches; call again from there.
+   */
+  queryChangedDiskAreas(offset: number): Promise<{ areas: Area[]; covered: number }>;
+  /**
+   * The job finished: forget the tracking state before this point (the old bitmap). Called only
+   * when every disk of the job succeeded, so a failed job leaves both change_ids usable.
+   */
+  commit(): Promise<void>;
+  /** Ends the point-in-time view and stops every process it started. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface SourceDriver {
+  readonly name: string;
+  /** True when this driver handles `source` (a path or a driver URI). */
+  accepts(source: string): boolean;
+  /**
+   * Freezes a point in time of the disk and starts tracking changes from it. `previousChangeId`
+   * null (or `*`) asks for a full read. Throws `FullBackupRequiredError` when the previous
+   * change_id cannot be honoured.
+   */
+  open(source: string, previousChangeId: string | null, workDir: string): Promise<SourceSnapshot>;
+}

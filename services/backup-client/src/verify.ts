@@ -1,0 +1,122 @@
+import { webcrypto } from 'node:crypto';
+import { resolve } from 'node:path';
+import { readManifest } from './manifest';
+import { backingChain, serveImage, type ImageInfo } from './qemu/image';
+import { runToolRaw, ToolError } from './qemu/process';
+import { ClientError } from './errors';
+import { connectWithRetry } from './source/nbd-areas';
+import type { ToolContext } from './restore';
+
+export interface FileVerdict {
+  path: string;
+  extentsChecked: number;
+  bytesChecked: number;
+  problems: string[];
+}
+
+export interface VerifyResult {
+  status: 'ok' | 'failed';
+  image: string;
+  files: FileVerdict[];
+}
+
+const CHUNK = 4 * 1024 * 1024;
+
+async function qemuImgCheck(path: string): Promise<string[]> {
+  const r = await runToolRaw('qemu-img', ['check', '--output=json', '-f', 'qcow2', path]);
+  if (r.code === 0 || r.code === 3) return []; // 3: leaked clusters only, data intact
+  let detail = r.stderr.trim();
+  try {
+    const j = JSON.parse(r.stdout) as { corruptions?: number; 'check-errors'?: number };
+    detail = `${j.corruptions ?? 0} corruption(s), ${j['check-errors'] ?? 0} check error(s)`;
+  } catch {
+    // keep stderr
+  }
+  return [`qemu-img check: ${detail || `exit ${r.code}`}`];
+}
+
+/**
+ * Proves a chain holds what was written. For each file, base first: `qemu-img check`, then the
+ * chain up to that file is read back where that file's job wrote, and every data extent must
+ * have the SHA-256 its manifest recorded, every zeroed range must read as zeroes. A flipped
+ * byte in any file's data or metadata shows up at that file's level even when a later overlay
+ * hides it from the chain's top.
+ */
+export async function verifyChain(image: string, ctx: ToolContext): Promise<VerifyResult> {
+  let chain: ImageInfo[];
+  try {
+    chain = await backingChain(image);
+  } catch (e) {
+    throw new ClientError(
+      'SOURCE_UNAVAILABLE',
+      `${image}: ${e instanceof ToolError ? e.stderr.trim() : String(e)}`,
+      false,
+    );
+  }
+  const files: FileVerdict[] = [];
+  for (const info of [...chain].reverse()) {
+    const path = resolve(info.path);
+    const verdict: FileVerdict = { path, extentsChecked: 0, bytesChecked: 0, problems: [] };
+    files.push(verdict);
+    verdict.problems.push(...(await qemuImgCheck(path)));
+    const manifest = await readManifest(path);
+    if (typeof manifest === 'string') {
+      verdict.problems.push(manifest);
+      continue;
+    }
+    if (manifest.size !== info.virtualSize)
+      verdict.problems.push(`size is ${info.virtualSize}, the manifest says ${manifest.size}`);
+    if ((manifest.backingPath ?? null) !== (info.backingPath ? resolve(info.backingPath) : null))
+      verdict.problems.push(
+        `backing file is ${info.backingPath ?? 'none'}, the manifest says ${manifest.backingPath ?? 'none'}`,
+      );
+    const exported = await serveImage({ image: path, socketDir: ctx.workDir, readOnly: true });
+    try {
+      const reader = await connectWithRetry(exported.address, { exportName: '' });
+      const zero = Buffer.alloc(CHUNK);
+      for (const [offset, length, sha] of manifest.written) {
+        if (offset + length > reader.size) {
+          verdict.problems.push(`extent ${offset}+${length} lies past the end of the image`);
+          continue;
+        }
+        if (sha === null) {
+          for (let at = offset; at < offset + length; at += CHUNK) {
+            const n = Math.min(CHUNK, offset + length - at);
+            const data = await reader.read(at, n);
+            if (!data.equals(zero.subarray(0, n))) {
+              verdict.problems.push(`range ${at}+${n} should read as zeroes and does not`);
+              break;
+            }
+          }
+        } else {
+          const data = await reader.read(offset, length);
+          const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString(
+            'hex',
+          );
+          if (digest !== sha)
+            verdict.problems.push(`extent ${offset}+${length}: SHA-256 differs from the manifest`);
+        }
+        verdict.extentsChecked++;
+        verdict.bytesChecked += length;
+      }
+      await reader.disconnect();
+    } catch (e) {
+      verdict.problems.push(`read failed: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      await exported.server.stop();
+    }
+    ctx.out({
+      type: 'progress',
+      phase: 'verifying',
+      file: path,
+      done: files.length,
+      total: chain.length,
+    });
+    ctx.log.info({ file: path, problems: verdict.problems.length }, 'file verified');
+  }
+  return {
+    status: files.every((f) => f.problems.length === 0) ? 'ok' : 'failed',
+    image,
+    files,
+  };
+}

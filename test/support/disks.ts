@@ -1,0 +1,157 @@
+/**
+ * Real disk images for the backup client's suites: qcow2 files in a temporary directory,
+ * written with qemu-io (so persistent dirty bitmaps record the writes as a guest's would),
+ * and the client run as the process the runner starts.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const CLUSTER = 64 * KiB;
+
+export const clientMain = resolve(__dirname, '../../services/backup-client/dist/main.js');
+
+export function tempDir(prefix: string): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function run(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+export function createImage(path: string, size: number): void {
+  run('qemu-img', ['create', '-q', '-f', 'qcow2', path, String(size)]);
+}
+
+/** A write of `pattern` (one byte repeated), or zeroes (`pattern` 'zero'), or a discard. */
+export interface DiskWrite {
+  offset: number;
+  length: number;
+  pattern: number | 'zero' | 'discard';
+}
+
+/** Applies writes with qemu-io in one process (as a guest would: bitmaps record them). */
+export function writeDisk(image: string, writes: DiskWrite[]): void {
+  const cmds = writes.flatMap((w) => [
+    '-c',
+    w.pattern === 'zero'
+      ? `write -z ${w.offset} ${w.length}`
+      : w.pattern === 'discard'
+        ? `discard ${w.offset} ${w.length}`
+        : `write -P ${w.pattern} ${w.offset} ${w.length}`,
+  ]);
+  for (let i = 0; i < cmds.length; i += 400)
+    run('qemu-io', ['-f', 'qcow2', ...cmds.slice(i, i + 400), image]);
+}
+
+/** A small deterministic random source, so a failing run can be replayed. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `qemu-img compare`: true when the two images read the same (any formats, any chains). */
+export function sameContent(a: string, b: string): { same: boolean; output: string } {
+  const r = spawnSync('qemu-img', ['compare', a, b], { encoding: 'utf8' });
+  if (r.status !== 0 && r.status !== 1)
+    throw new Error(`qemu-img compare ${a} ${b} failed: ${r.stderr}`);
+  return { same: r.status === 0, output: `${r.stdout}${r.stderr}`.trim() };
+}
+
+export function bitmapNames(image: string): Array<{ name: string; flags: string[] }> {
+  const info = JSON.parse(run('qemu-img', ['info', '--output=json', '-U', image])) as {
+    'format-specific'?: { data?: { bitmaps?: Array<{ name: string; flags: string[] }> } };
+  };
+  return info['format-specific']?.data?.bitmaps ?? [];
+}
+
+export interface ClientRun {
+  code: number | null;
+  lines: Array<Record<string, unknown>>;
+  result: Record<string, unknown> | undefined;
+  stderr: string;
+}
+
+/** Runs `tidemark-backup-client` as a process with `args`, `env` added to a clean environment. */
+export function runClient(
+  args: string[],
+  env: Record<string, string | undefined>,
+  opts: { onLine?: (line: Record<string, unknown>) => void } = {},
+): Promise<ClientRun> {
+  const childEnv: Record<string, string> = { PATH: process.env.PATH ?? '' };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) childEnv[k] = v;
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [clientMain, ...args], {
+      env: childEnv,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    const lines: Array<Record<string, unknown>> = [];
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString('utf8');
+      let nl: number;
+      while ((nl = out.indexOf('\n')) >= 0) {
+        const text = out.slice(0, nl);
+        out = out.slice(nl + 1);
+        const line = JSON.parse(text) as Record<string, unknown>;
+        lines.push(line);
+        opts.onLine?.(line);
+      }
+    });
+    child.stderr.on('data', (b: Buffer) => (err += b.toString('utf8')));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      resolvePromise({
+        code,
+        lines,
+        result: lines.filter((l) => l.type === 'result').at(-1),
+        stderr: err,
+      }),
+    );
+  });
+}
+
+export interface JobDisk {
+  diskKey: string;
+  source: string;
+  targetPath: string;
+  backingPath?: string | null;
+  previousChangeId?: string | null;
+}
+
+/** Writes a job file as the runner would hand it over (`backup.start` data plus the job type). */
+export function writeJob(
+  dir: string,
+  name: string,
+  job: {
+    jobType?: 'backup' | 'replication';
+    backupType: 'full' | 'incremental';
+    disks: JobDisk[];
+  },
+): string {
+  const path = join(dir, `${name}.job.json`);
+  writeFileSync(
+    path,
+    JSON.stringify({
+      jobType: job.jobType ?? 'backup',
+      vmName: 'vm1',
+      backupType: job.backupType,
+      repositoryId: 'repo1',
+      disks: job.disks,
+    }),
+  );
+  return path;
+}
