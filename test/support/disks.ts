@@ -155,3 +155,63 @@ export function writeJob(
   );
   return path;
 }
+
+export interface StorageDaemon {
+  qmpSocket: string;
+  nbdSocket: string;
+  node: string;
+  /** The guest's writable export of the disk. */
+  exportName: string;
+  /** The client's source URI for this disk. */
+  source: string;
+  /** Ends the daemon: SIGTERM writes the persistent bitmaps back, SIGKILL does not. */
+  stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+}
+
+/** A running disk: qemu-storage-daemon serving `image` to a "guest" over NBD, with a QMP monitor. */
+export async function startStorageDaemon(
+  image: string,
+  dir: string,
+  tag: string,
+): Promise<StorageDaemon> {
+  const qmpSocket = join(dir, `${tag}-qmp.sock`);
+  const nbdSocket = join(dir, `${tag}-nbd.sock`);
+  const child = spawn(
+    'qemu-storage-daemon',
+    [
+      '--blockdev',
+      `driver=file,filename=${image},node-name=${tag}-file`,
+      '--blockdev',
+      `driver=qcow2,file=${tag}-file,node-name=disk0`,
+      '--nbd-server',
+      `addr.type=unix,addr.path=${nbdSocket}`,
+      '--export',
+      'type=nbd,id=guest,node-name=disk0,name=disk0,writable=on',
+      '--chardev',
+      `socket,path=${qmpSocket},server=on,wait=off,id=qmp`,
+      '--monitor',
+      'chardev=qmp',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString('utf8')));
+  const { existsSync } = await import('node:fs');
+  for (let i = 0; i < 500 && !(existsSync(qmpSocket) && existsSync(nbdSocket)); i++) {
+    if (child.exitCode !== null) throw new Error(`qemu-storage-daemon exited: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return {
+    qmpSocket,
+    nbdSocket,
+    node: 'disk0',
+    exportName: 'disk0',
+    source: `qemu-live:${qmpSocket}?node=disk0&nbd=${nbdSocket}`,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill(signal);
+      await gone;
+    },
+  };
+}

@@ -171,7 +171,10 @@ export async function runJob(job: ClientJob, deps: RunDeps): Promise<ResultLine>
         );
     }
   }
-  await Promise.allSettled(all.map((r) => r.snapshot?.close()));
+  const closed = await Promise.allSettled(all.map((r) => r.snapshot?.close()));
+  for (const c of closed)
+    if (c.status === 'rejected')
+      deps.log.warn({ err: String(c.reason) }, 'source point in time not fully released');
   deps.progress.stop();
   deps.progress.emit();
   if (failed.length === 0)

@@ -12,6 +12,7 @@ import { ProgressReporter, type ResultLine } from './progress';
 import { stopAllServers } from './qemu/process';
 import { restoreChain } from './restore';
 import { QemuImageDriver } from './source/qemu-image';
+import { QemuLiveDriver } from './source/qemu-live';
 import { verifyChain } from './verify';
 
 const USAGE = `usage:
@@ -132,7 +133,7 @@ async function backup(args: string[], log: Logger): Promise<number> {
       'job started',
     );
     result = await runJob(job, {
-      drivers: [new QemuImageDriver()],
+      drivers: [new QemuLiveDriver(), new QemuImageDriver()],
       log: jobLog,
       progress,
       workDir,

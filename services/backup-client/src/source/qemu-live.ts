@@ -1,0 +1,323 @@
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import { ClientError, FullBackupRequiredError } from '../errors';
+import type { NbdClient } from '../nbd/index';
+import { createQcow2 } from '../qemu/image';
+import { QmpClient, QmpError } from '../qmp/client';
+import {
+  bitmapName,
+  formatChangeId,
+  parseBitmapName,
+  parseChangeId,
+  planRotation,
+  type QemuChangeId,
+  type TrackedBitmap,
+} from './change-id';
+import { connectWithRetry, queryAreas } from './nbd-areas';
+import type { Area, SourceDriver, SourceSnapshot } from './types';
+
+const PREFIX = 'qemu-live:';
+
+/** `qemu-live:<QMP socket>?node=<node name>[&nbd=<NBD server socket>]`. */
+export interface LiveSource {
+  qmpSocket: string;
+  node: string;
+  /** Unix socket of the daemon's running NBD server; without it the driver starts its own. */
+  nbdSocket: string | null;
+}
+
+export function parseLiveSource(source: string): LiveSource {
+  const rest = source.slice(PREFIX.length);
+  const q = rest.indexOf('?');
+  const qmpSocket = q < 0 ? rest : rest.slice(0, q);
+  const params = new URLSearchParams(q < 0 ? '' : rest.slice(q + 1));
+  const node = params.get('node');
+  const bad = (why: string): ClientError =>
+    new ClientError('SOURCE_UNAVAILABLE', `source "${source}": ${why}`, false);
+  if (!isAbsolute(qmpSocket)) throw bad('the QMP socket must be an absolute path');
+  if (!node || !/^[A-Za-z][A-Za-z0-9_.-]{0,127}$/.test(node))
+    throw bad('node=<node name> is required (letters, digits, "_", ".", "-")');
+  const nbd = params.get('nbd');
+  if (nbd !== null && !isAbsolute(nbd)) throw bad('nbd= must be an absolute socket path');
+  return { qmpSocket, node, nbdSocket: nbd };
+}
+
+interface NodeInfo {
+  'node-name': string;
+  image?: { 'virtual-size'?: number; format?: string };
+  'dirty-bitmaps'?: Array<{
+    name: string;
+    persistent?: boolean;
+    recording?: boolean;
+    busy?: boolean;
+    inconsistent?: boolean;
+  }>;
+}
+
+function qmpFailure(source: string, what: string, err: unknown): ClientError {
+  const detail = err instanceof QmpError ? `${err.errorClass}: ${err.desc}` : String(err);
+  return new ClientError('SOURCE_UNAVAILABLE', `source ${source}: ${what}: ${detail}`, true, {
+    cause: err,
+  });
+}
+
+/**
+ * The `qemu` driver for a running disk served by qemu-storage-daemon. One QMP transaction adds
+ * the new persistent bitmap, disables the previous one and starts `blockdev-backup sync=none`
+ * into a temporary fleece overlay: the overlay keeps the old data of every block the guest
+ * overwrites, so reading it (backed by the live disk) is the point in time of the transaction.
+ */
+export class QemuLiveDriver implements SourceDriver {
+  readonly name = 'qemu-live';
+
+  accepts(source: string): boolean {
+    return source.startsWith(PREFIX);
+  }
+
+  async open(
+    source: string,
+    previousChangeId: string | null,
+    workDir: string,
+  ): Promise<SourceSnapshot> {
+    const live = parseLiveSource(source);
+    const qmp = await QmpClient.connect(live.qmpSocket).catch((err: unknown) => {
+      throw qmpFailure(source, 'cannot reach the QMP monitor', err);
+    });
+    const snapshot = new LiveSnapshot(source, live, qmp, workDir);
+    try {
+      await snapshot.start(previousChangeId);
+      return snapshot;
+    } catch (err) {
+      await snapshot.close();
+      if (err instanceof ClientError) throw err;
+      throw qmpFailure(source, 'cannot take the point in time', err);
+    }
+  }
+}
+
+class LiveSnapshot implements SourceSnapshot {
+  size = 0;
+  changeId = '';
+  baseChangeId: string | null = null;
+  private base: TrackedBitmap | null = null;
+  private stale: string[] = [];
+  private readonly tag = randomBytes(4).toString('hex');
+  private readonly fleeceNode = `tidemark-fleece-${this.tag}`;
+  private readonly jobId = `tidemark-backup-${this.tag}`;
+  private readonly exportId = `tidemark-export-${this.tag}`;
+  private readonly fleecePath: string;
+  private nbdSocket: string;
+  private startedServer = false;
+  private made = { fleece: false, job: false, export: false };
+  private readonly clients: NbdClient[] = [];
+  private areasClient: NbdClient | undefined;
+  private tornDown = false;
+  private disconnected = false;
+
+  constructor(
+    private readonly source: string,
+    private readonly live: LiveSource,
+    private readonly qmp: QmpClient,
+    workDir: string,
+  ) {
+    this.fleecePath = join(workDir, `fleece-${this.tag}.qcow2`);
+    this.nbdSocket = live.nbdSocket ?? join(workDir, `live-${this.tag}.sock`);
+  }
+
+  private async node(): Promise<NodeInfo> {
+    const nodes = await this.qmp.execute<NodeInfo[]>('query-named-block-nodes', { flat: true });
+    const node = nodes.find((n) => n['node-name'] === this.live.node);
+    if (!node)
+      throw new ClientError(
+        'SOURCE_UNAVAILABLE',
+        `source ${this.source}: the daemon has no block node "${this.live.node}"`,
+        false,
+      );
+    return node;
+  }
+
+  async start(previousChangeId: string | null): Promise<void> {
+    const node = await this.node();
+    if (node.image?.format !== 'qcow2')
+      throw new ClientError(
+        'SOURCE_UNAVAILABLE',
+        `source ${this.source}: node "${this.live.node}" is ${node.image?.format ?? 'not an image'}; persistent bitmaps need a qcow2 node`,
+        false,
+      );
+    this.size = node.image['virtual-size'] ?? 0;
+    const tracked: TrackedBitmap[] = [];
+    for (const b of node['dirty-bitmaps'] ?? []) {
+      const id = parseBitmapName(b.name);
+      if (id && b.persistent) tracked.push({ id, name: b.name, inconsistent: !!b.inconsistent });
+    }
+    let previous: QemuChangeId | null = null;
+    if (previousChangeId !== null && previousChangeId !== '*') {
+      previous = parseChangeId(previousChangeId);
+      if (!previous)
+        throw new FullBackupRequiredError(
+          `source ${this.source}: change_id "${previousChangeId}" was not made by this driver (expected <disk uuid>/<sequence>)`,
+          previousChangeId,
+        );
+    }
+    const plan = planRotation(tracked, previous);
+    if (typeof plan === 'string')
+      throw new FullBackupRequiredError(`source ${this.source}: ${plan}`, previousChangeId);
+    const nodeName = this.live.node;
+    if (plan.base && plan.mergeIntoBase.length > 0) {
+      // A failed job left newer bitmaps: fold them into the base (never an empty merge list:
+      // qemu 7.2 crashes on it).
+      await this.qmp.execute('transaction', {
+        actions: [
+          {
+            type: 'block-dirty-bitmap-merge',
+            data: {
+              node: nodeName,
+              target: plan.base.name,
+              bitmaps: plan.mergeIntoBase.map((b) => b.name),
+            },
+          },
+          ...plan.mergeIntoBase.map((b) => ({
+            type: 'block-dirty-bitmap-remove',
+            data: { node: nodeName, name: b.name },
+          })),
+        ],
+      });
+    }
+    const next = bitmapName(plan.next);
+    this.base = plan.base;
+    this.stale = tracked.filter((b) => b.name !== next).map((b) => b.name);
+    this.changeId = formatChangeId(plan.next);
+    this.baseChangeId = plan.base ? formatChangeId(plan.base.id) : null;
+
+    await createQcow2(this.fleecePath, this.size);
+    await this.qmp.execute('blockdev-add', {
+      driver: 'qcow2',
+      'node-name': this.fleeceNode,
+      file: { driver: 'file', filename: this.fleecePath },
+      backing: nodeName,
+    });
+    this.made.fleece = true;
+    await this.qmp.execute('transaction', {
+      actions: [
+        { type: 'block-dirty-bitmap-add', data: { node: nodeName, name: next, persistent: true } },
+        ...(plan.base
+          ? [{ type: 'block-dirty-bitmap-disable', data: { node: nodeName, name: plan.base.name } }]
+          : []),
+        {
+          type: 'blockdev-backup',
+          data: { device: nodeName, target: this.fleeceNode, sync: 'none', 'job-id': this.jobId },
+        },
+      ],
+    });
+    this.made.job = true;
+    if (!this.live.nbdSocket) {
+      await this.qmp
+        .execute('nbd-server-start', { addr: { type: 'unix', data: { path: this.nbdSocket } } })
+        .catch((err: unknown) => {
+          if (err instanceof QmpError && /already running/.test(err.desc))
+            throw new ClientError(
+              'SOURCE_UNAVAILABLE',
+              `source ${this.source}: the daemon already runs an NBD server; name its unix socket with &nbd=<path>`,
+              false,
+            );
+          throw err;
+        });
+      this.startedServer = true;
+    }
+    await this.qmp.execute('block-export-add', {
+      type: 'nbd',
+      id: this.exportId,
+      'node-name': this.fleeceNode,
+      name: this.exportId,
+      writable: false,
+      ...(plan.base ? { bitmaps: [plan.base.name] } : {}),
+    });
+    this.made.export = true;
+  }
+
+  async openReader(): Promise<NbdClient> {
+    const c = await connectWithRetry(
+      { path: this.nbdSocket },
+      { exportName: this.exportId, metaContexts: ['base:allocation'] },
+    );
+    this.clients.push(c);
+    return c;
+  }
+
+  async queryChangedDiskAreas(offset: number): Promise<{ areas: Area[]; covered: number }> {
+    const context = this.base ? `qemu:dirty-bitmap:${this.base.name}` : 'base:allocation';
+    if (!this.areasClient) {
+      this.areasClient = await connectWithRetry(
+        { path: this.nbdSocket },
+        { exportName: this.exportId, metaContexts: [context] },
+      );
+      this.clients.push(this.areasClient);
+    }
+    return queryAreas(this.areasClient, context, offset);
+  }
+
+  /** Ends the export, the backup job and the fleece overlay, in the order qemu requires. */
+  private async teardown(): Promise<void> {
+    if (this.tornDown) return;
+    this.tornDown = true;
+    await Promise.allSettled(this.clients.map((c) => c.disconnect()));
+    const steps: Array<() => Promise<unknown>> = [];
+    if (this.made.export)
+      steps.push(async () => {
+        const gone = this.qmp.waitForEvent(
+          'BLOCK_EXPORT_DELETED',
+          (ev) => (ev.data as { id?: string }).id === this.exportId,
+          10_000,
+        );
+        await this.qmp.execute('block-export-del', { id: this.exportId, mode: 'hard' });
+        await gone;
+      });
+    if (this.startedServer) steps.push(() => this.qmp.execute('nbd-server-stop'));
+    if (this.made.job)
+      steps.push(async () => {
+        const gone = this.qmp.waitForEvent(
+          'JOB_STATUS_CHANGE',
+          (ev) => {
+            const d = ev.data as { id?: string; status?: string };
+            return d.id === this.jobId && d.status === 'null';
+          },
+          10_000,
+        );
+        await this.qmp.execute('block-job-cancel', { device: this.jobId, force: true });
+        await gone;
+      });
+    if (this.made.fleece)
+      steps.push(() => this.qmp.execute('blockdev-del', { 'node-name': this.fleeceNode }));
+    const errors: unknown[] = [];
+    for (const step of steps) await step().catch((err: unknown) => errors.push(err));
+    await rm(this.fleecePath, { force: true });
+    if (this.startedServer) await rm(this.nbdSocket, { force: true });
+    if (errors.length > 0)
+      throw qmpFailure(this.source, 'tearing down the point in time', errors[0]);
+  }
+
+  async commit(): Promise<void> {
+    try {
+      await this.teardown();
+      for (const name of this.stale)
+        await this.qmp.execute('block-dirty-bitmap-remove', { node: this.live.node, name });
+    } finally {
+      await this.disconnect();
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.teardown();
+    } finally {
+      await this.disconnect();
+    }
+  }
+
+  private async disconnect(): Promise<void> {
+    if (this.disconnected) return;
+    this.disconnected = true;
+    await this.qmp.close().catch(() => undefined);
+  }
+}

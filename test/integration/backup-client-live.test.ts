@@ -1,0 +1,217 @@
+/**
+ * Backups of a running disk: qemu-storage-daemon serves a qcow2 image to a "guest" that keeps
+ * writing over NBD while the client backs it up through QMP (bitmap rotation + fleece).
+ */
+import { existsSync, openSync, readSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { NbdClient } from '@tidemark/backup-client/nbd/index';
+import {
+  bitmapNames,
+  CLUSTER,
+  createImage,
+  MiB,
+  rng,
+  runClient,
+  sameContent,
+  startStorageDaemon,
+  tempDir,
+  writeDisk,
+  writeJob,
+  type ClientRun,
+  type StorageDaemon,
+} from '../support/disks';
+
+const tmp = tempDir('tidemark-live-');
+const daemons: StorageDaemon[] = [];
+afterAll(async () => {
+  for (const d of daemons) await d.stop('SIGKILL');
+  tmp.remove();
+});
+
+const WRITE_AREA = 8 * MiB; // the guest writes clusters in the first 8 MiB
+const CLUSTERS = WRITE_AREA / CLUSTER;
+
+/**
+ * The guest: writes one cluster at a time (each awaited), every write stamped with its index,
+ * so any copy of the disk shows which writes it holds.
+ */
+class Guest {
+  /** writes[i-1] = cluster written by write i. */
+  readonly writes: number[] = [];
+  private stopped = false;
+  private running: Promise<void> | undefined;
+  private constructor(private readonly nbd: NbdClient) {}
+
+  static async attach(daemon: StorageDaemon): Promise<Guest> {
+    return new Guest(
+      await NbdClient.connect({ path: daemon.nbdSocket }, { exportName: daemon.exportName }),
+    );
+  }
+
+  start(seed: number): void {
+    const random = rng(seed);
+    this.stopped = false;
+    this.running = (async () => {
+      while (!this.stopped) {
+        const cluster = Math.floor(random() * CLUSTERS);
+        const index = this.writes.length + 1;
+        const data = Buffer.alloc(CLUSTER, index & 0xff);
+        data.writeBigUInt64BE(BigInt(index), 0);
+        await this.nbd.write(cluster * CLUSTER, data);
+        this.writes.push(cluster);
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.running;
+    await this.nbd.flush();
+  }
+
+  async detach(): Promise<void> {
+    await this.nbd.disconnect();
+  }
+}
+
+/** Which guest write each cluster of a raw image shows (0 = none). */
+function stamps(raw: string): number[] {
+  const fd = openSync(raw, 'r');
+  const b = Buffer.alloc(8);
+  const out: number[] = [];
+  for (let c = 0; c < CLUSTERS; c++) {
+    readSync(fd, b, 0, 8, c * CLUSTER);
+    out.push(Number(b.readBigUInt64BE(0)));
+  }
+  closeSync(fd);
+  return out;
+}
+
+/**
+ * The copy is a point in time if some k exists such that every cluster shows the last write
+ * ≤ k to it. Returns k, or throws naming the first cluster that breaks it.
+ */
+function pointInTime(seen: number[], writes: number[]): number {
+  const k = Math.max(0, ...seen);
+  const expected = new Array<number>(CLUSTERS).fill(0);
+  for (let i = 1; i <= k; i++) expected[writes[i - 1] as number] = i;
+  for (let c = 0; c < CLUSTERS; c++)
+    if (seen[c] !== expected[c])
+      throw new Error(
+        `cluster ${c} shows write ${seen[c]} but the disk after write ${k} held write ${expected[c]}`,
+      );
+  return k;
+}
+
+function completed(r: ClientRun): Array<{ diskKey: string; changeId: string; targetPath: string }> {
+  if (r.code !== 0 || r.result?.status !== 'completed')
+    throw new Error(`client failed (exit ${r.code}): ${JSON.stringify(r.result)}\n${r.stderr}`);
+  return r.result.disks as Array<{ diskKey: string; changeId: string; targetPath: string }>;
+}
+
+async function restore(top: string, name: string): Promise<string> {
+  const to = join(tmp.dir, `${name}.raw`);
+  const r = await runClient(['restore', '--from', top, '--to', to], {});
+  if (r.code !== 0) throw new Error(`restore failed: ${JSON.stringify(r.result)} ${r.stderr}`);
+  return to;
+}
+
+describe('a live disk with a guest writing during the backup', () => {
+  it('backs up a point in time, and the next incremental too', async () => {
+    const image = join(tmp.dir, 'live.qcow2');
+    createImage(image, 24 * MiB + 512);
+    writeDisk(image, [{ offset: 12 * MiB, length: 4 * MiB, pattern: 0x5c }]);
+    const daemon = await startStorageDaemon(image, tmp.dir, 'live');
+    daemons.push(daemon);
+    const guest = await Guest.attach(daemon);
+
+    const runBackup = async (
+      jobId: string,
+      backupType: 'full' | 'incremental',
+      parent?: { changeId: string; targetPath: string },
+      writing = true,
+    ) => {
+      if (writing) guest.start(jobId.length * 7919);
+      while (writing && guest.writes.length < 50) await new Promise((r) => setTimeout(r, 5));
+      const before = guest.writes.length;
+      const jobFile = writeJob(tmp.dir, jobId, {
+        backupType,
+        disks: [
+          {
+            diskKey: 'd0',
+            source: daemon.source,
+            targetPath: join(tmp.dir, 'repo', jobId, 'd0.qcow2'),
+            backingPath: parent?.targetPath ?? null,
+          },
+        ],
+      });
+      const r = await runClient(['backup', '--job', jobFile], {
+        TIDEMARK_JOB_ID: jobId,
+        TIDEMARK_PREVIOUS_CHANGE_ID: parent ? JSON.stringify({ d0: parent.changeId }) : undefined,
+      });
+      const duringEnd = guest.writes.length;
+      while (writing && guest.writes.length < duringEnd + 50)
+        await new Promise((r) => setTimeout(r, 5));
+      if (writing) await guest.stop();
+      const [disk] = completed(r);
+      const k = pointInTime(stamps(await restore(disk?.targetPath as string, jobId)), guest.writes);
+      // The point in time lies between writes the guest made before and after the client ran.
+      expect(k).toBeGreaterThanOrEqual(before);
+      expect(k).toBeLessThanOrEqual(duringEnd);
+      return disk as { changeId: string; targetPath: string };
+    };
+
+    const full = await runBackup('live-full', 'full');
+    const inc = await runBackup('live-inc', 'incremental', full);
+    expect(inc.changeId.split('/')[0]).toBe(full.changeId.split('/')[0]);
+
+    // With the guest quiet, one more incremental equals the disk exactly.
+    const last = await runBackup('live-inc2', 'incremental', inc, false);
+    await guest.detach();
+    await daemon.stop('SIGTERM');
+    expect(sameContent(image, last.targetPath)).toEqual({
+      same: true,
+      output: 'Images are identical.',
+    });
+    // Every fleece overlay and export is gone; only the newest bitmap is left on the disk.
+    expect(bitmapNames(image).map((b) => b.name)).toEqual([
+      `tidemark.${last.changeId.replace('/', '.')}`,
+    ]);
+    expect(existsSync(join(tmp.dir, 'repo', 'live-inc2', 'd0.qcow2.partial'))).toBe(false);
+  });
+
+  it('a daemon killed with its bitmaps unsaved makes the next incremental FULL_BACKUP_REQUIRED', async () => {
+    const image = join(tmp.dir, 'killed.qcow2');
+    createImage(image, 8 * MiB);
+    writeDisk(image, [{ offset: 0, length: 1 * MiB, pattern: 0x12 }]);
+    let daemon = await startStorageDaemon(image, tmp.dir, 'killed1');
+    daemons.push(daemon);
+    const fullJob = writeJob(tmp.dir, 'killed-full', {
+      backupType: 'full',
+      disks: [{ diskKey: 'd0', source: daemon.source, targetPath: join(tmp.dir, 'k/full.qcow2') }],
+    });
+    const [full] = completed(
+      await runClient(['backup', '--job', fullJob], { TIDEMARK_JOB_ID: 'killed-full' }),
+    );
+    await daemon.stop('SIGKILL');
+    daemon = await startStorageDaemon(image, tmp.dir, 'killed2');
+    daemons.push(daemon);
+    const incJob = writeJob(tmp.dir, 'killed-inc', {
+      backupType: 'incremental',
+      disks: [
+        {
+          diskKey: 'd0',
+          source: daemon.source,
+          targetPath: join(tmp.dir, 'k/inc.qcow2'),
+          backingPath: full?.targetPath,
+          previousChangeId: full?.changeId,
+        },
+      ],
+    });
+    const r = await runClient(['backup', '--job', incJob], { TIDEMARK_JOB_ID: 'killed-inc' });
+    expect(r.code).toBe(1);
+    expect(r.result).toMatchObject({ status: 'failed', code: 'FULL_BACKUP_REQUIRED' });
+    expect(existsSync(join(tmp.dir, 'k/inc.qcow2'))).toBe(false);
+    await daemon.stop('SIGTERM');
+  });
+});
