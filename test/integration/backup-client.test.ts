@@ -3,7 +3,16 @@
  * bitmaps, qemu-nbd exports and qemu-img: full, incremental chains, zeroed ranges, inconsistent
  * bitmaps, restore and verify.
  */
-import { existsSync, openSync, readSync, statSync, writeSync, closeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import {
   bitmapNames,
@@ -335,6 +344,50 @@ describe('the process contract', () => {
     expect(r.result).toMatchObject({ status: 'failed', code: 'TARGET_INVALID' });
     expect(String(r.result?.message)).toMatch(/already exists/);
     expect(bitmapNames(src)).toEqual([]);
+  });
+});
+
+describe('an interrupted client', () => {
+  it('stops on SIGTERM, exits 130 and leaves no server, socket or partial file behind', async () => {
+    const src = join(tmp.dir, 'int-src.qcow2');
+    createImage(src, 256 * MiB);
+    writeDisk(src, [{ offset: 0, length: 256 * MiB, pattern: 0x66 }]);
+    const work = join(tmp.dir, 'int-work');
+    mkdirSync(work);
+    const targetPath = join(tmp.dir, 'int/full.qcow2');
+    const jobFile = writeJob(tmp.dir, 'int', {
+      backupType: 'full',
+      disks: [{ diskKey: 'd0', source: src, targetPath }],
+    });
+    let signalled = false;
+    const r = await runClient(
+      ['backup', '--job', jobFile],
+      { TIDEMARK_JOB_ID: 'int', TIDEMARK_WORK_DIR: work, TIDEMARK_PROGRESS_INTERVAL_MS: '50' },
+      {
+        onLine: (line, child) => {
+          const done = (line.disks as Array<{ bytesDone: number }> | undefined)?.[0]?.bytesDone;
+          if (!signalled && line.type === 'progress' && (done ?? 0) > 0) {
+            signalled = true;
+            child.kill('SIGTERM');
+          }
+        },
+      },
+    );
+    expect(signalled).toBe(true);
+    expect(r.code).toBe(130);
+    expect(r.result).toMatchObject({ status: 'failed', code: 'INTERRUPTED', retryable: true });
+    expect(existsSync(targetPath)).toBe(false);
+    expect(existsSync(`${targetPath}.partial`)).toBe(false);
+    expect(readdirSync(work)).toEqual([]);
+    expect(run('ps', ['-eo', 'args'])).not.toContain(work);
+    // The source is usable at once: the next full backup works.
+    const again = completedDisks(
+      await backup('int-again', {
+        backupType: 'full',
+        disks: [{ diskKey: 'd0', source: src, targetPath: join(tmp.dir, 'int/again.qcow2') }],
+      }),
+    );
+    expect(sameContent(src, again[0]?.targetPath as string).same).toBe(true);
   });
 });
 

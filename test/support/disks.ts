@@ -3,7 +3,7 @@
  * written with qemu-io (so persistent dirty bitmaps record the writes as a guest's would),
  * and the client run as the process the runner starts.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -88,7 +88,7 @@ export interface ClientRun {
 export function runClient(
   args: string[],
   env: Record<string, string | undefined>,
-  opts: { onLine?: (line: Record<string, unknown>) => void } = {},
+  opts: { onLine?: (line: Record<string, unknown>, child: ChildProcess) => void } = {},
 ): Promise<ClientRun> {
   const childEnv: Record<string, string> = { PATH: process.env.PATH ?? '' };
   for (const [k, v] of Object.entries(env)) if (v !== undefined) childEnv[k] = v;
@@ -108,7 +108,7 @@ export function runClient(
         out = out.slice(nl + 1);
         const line = JSON.parse(text) as Record<string, unknown>;
         lines.push(line);
-        opts.onLine?.(line);
+        opts.onLine?.(line, child);
       }
     });
     child.stderr.on('data', (b: Buffer) => (err += b.toString('utf8')));
