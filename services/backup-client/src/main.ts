@@ -198,7 +198,14 @@ async function verify(args: string[], log: Logger): Promise<number> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const log = createLogger('backup-client', process.env.LOG_LEVEL || 'info', pinoStderr());
+  const level = process.env.TIDEMARK_LOG_LEVEL || 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) {
+    process.stderr.write(
+      `tidemark-backup-client: TIDEMARK_LOG_LEVEL: must be fatal, error, warn, info, debug, trace or silent, not "${level}"\n`,
+    );
+    return 2;
+  }
+  const log = createLogger('backup-client', level, process.stderr);
   const [command, ...rest] = argv;
   try {
     switch (command) {
@@ -232,10 +239,6 @@ export async function main(argv: string[]): Promise<number> {
     log.error({ code: e.code, err: e.message }, 'failed');
     return 1;
   }
-}
-
-function pinoStderr(): NodeJS.WritableStream & { write: (s: string) => boolean } {
-  return process.stderr;
 }
 
 if (require.main === module) {
