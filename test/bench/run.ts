@@ -1,8 +1,10 @@
+import { runCopyBench } from './copy';
 import { runLedgerBench } from './ledger';
 
 /** `npm run bench -- <name>`: runs one benchmark, prints its figures and writes results/<name>.json. */
 const benches: Record<string, () => Promise<void>> = {
   ledger: runLedgerBench,
+  copy: runCopyBench,
 };
 
 const name = process.argv[2];

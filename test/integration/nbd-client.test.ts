@@ -216,7 +216,10 @@ describe('NbdClient against an injected fault (nbdkit error filter)', () => {
  * No real server sends a malformed reply, so this one is a scripted NBD server: a correct
  * handshake, then a reply with a bad magic to the first request.
  */
-function startMalformedServer(path: string): Promise<() => Promise<void>> {
+function startMalformedServer(
+  path: string,
+  reply: (request: Buffer) => Buffer = () => Buffer.alloc(20, 0xee),
+): Promise<() => Promise<void>> {
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
@@ -260,8 +263,9 @@ function startMalformedServer(path: string): Promise<() => Promise<void>> {
           socket.write(optionReply(option, 1, Buffer.alloc(0)));
         } else {
           if (buffered.length < 28) return;
+          const request = buffered.subarray(0, 28);
           buffered = buffered.subarray(28);
-          socket.write(Buffer.alloc(20, 0xee));
+          socket.write(reply(request));
         }
       }
     });
@@ -294,6 +298,31 @@ describe('NbdClient against a malformed reply', () => {
         expect((r as PromiseRejectedResult).reason).toBeInstanceOf(NbdError);
       }
       expect((reads[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'PROTOCOL' });
+      expect(client.closed).toBe(true);
+    } finally {
+      await stop();
+    }
+  });
+
+  it('rejects a read whose reply covers less than asked, instead of returning stale memory', async () => {
+    const path = join(dir, 'short.sock');
+    const stop = await startMalformedServer(path, (request) => {
+      // One data chunk of 256 bytes, flagged DONE, for a 512-byte read.
+      const h = Buffer.alloc(20 + 8 + 256, 0x77);
+      h.writeUInt32BE(0x668e33ef, 0);
+      h.writeUInt16BE(1, 4); // DONE
+      h.writeUInt16BE(1, 6); // OFFSET_DATA
+      request.copy(h, 8, 8, 16); // cookie
+      h.writeUInt32BE(8 + 256, 16);
+      h.writeBigUInt64BE(request.readBigUInt64BE(16), 20);
+      return h;
+    });
+    try {
+      const client = await NbdClient.connect({ path }, { exportName: '' });
+      await expect(client.read(0, 512)).rejects.toMatchObject({
+        code: 'PROTOCOL',
+        message: expect.stringMatching(/covered 256 of 512 bytes/) as unknown,
+      });
       expect(client.closed).toBe(true);
     } finally {
       await stop();

@@ -4,7 +4,7 @@
  * and the client run as the process the runner starts.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -12,7 +12,12 @@ export const KiB = 1024;
 export const MiB = 1024 * KiB;
 export const CLUSTER = 64 * KiB;
 
-export const clientMain = resolve(__dirname, '../../services/backup-client/dist/main.js');
+/** The repository root, whether this file runs from test/support or compiled in test/dist. */
+const repoRoot = [resolve(__dirname, '../..'), resolve(__dirname, '../../..')].find((dir) =>
+  existsSync(join(dir, 'services', 'backup-client', 'package.json')),
+) as string;
+
+export const clientMain = join(repoRoot, 'services/backup-client/dist/main.js');
 
 export function tempDir(prefix: string): { dir: string; remove: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -196,7 +201,6 @@ export async function startStorageDaemon(
   );
   let stderr = '';
   child.stderr.on('data', (b: Buffer) => (stderr += b.toString('utf8')));
-  const { existsSync } = await import('node:fs');
   for (let i = 0; i < 500 && !(existsSync(qmpSocket) && existsSync(nbdSocket)); i++) {
     if (child.exitCode !== null) throw new Error(`qemu-storage-daemon exited: ${stderr}`);
     await new Promise((r) => setTimeout(r, 10));

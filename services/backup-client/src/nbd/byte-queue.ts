@@ -40,6 +40,24 @@ export class ByteQueue {
     return out;
   }
 
+  /** Removes `n` bytes, copying them straight into `target` at `at` (one copy, no temporary). */
+  takeInto(target: Buffer, at: number, n: number): void {
+    if (n > this.length) throw new RangeError(`takeInto(${n}) with ${this.length} buffered`);
+    this.length -= n;
+    let filled = 0;
+    while (filled < n) {
+      const chunk = this.chunks[0] as Buffer;
+      const count = Math.min(chunk.length - this.head, n - filled);
+      chunk.copy(target, at + filled, this.head, this.head + count);
+      filled += count;
+      this.head += count;
+      if (this.head === chunk.length) {
+        this.chunks.shift();
+        this.head = 0;
+      }
+    }
+  }
+
   /** Copies the first `n` bytes without consuming them. */
   peek(n: number): Buffer {
     const first = this.chunks[0];

@@ -37,8 +37,10 @@ interface Pending {
   cmd: Cmd;
   offset: number;
   length: number;
-  /** READ destination; zero-filled so holes need no copy. */
+  /** READ destination: filled by data chunks, zeroed by hole chunks. */
   data?: Buffer;
+  /** READ bytes covered by data and hole chunks so far; must reach `length`. */
+  covered?: number;
   /** BLOCK_STATUS extents per context id. */
   extents?: Map<number, Extent[]>;
   error?: NbdError;
@@ -270,7 +272,9 @@ export class NbdClient {
       this.nextCookie = this.nextCookie >= 0xffffffff ? 1 : this.nextCookie + 1;
       return await new Promise<Pending>((resolve, reject) => {
         const p: Pending = { cmd, offset, length, resolve: () => resolve(p), reject };
-        if (cmd === Cmd.READ) p.data = Buffer.alloc(length);
+        // Unfilled parts of a read are holes: zeroed when a hole chunk says so, or at the end
+        // if the server sent less than asked (see complete()).
+        if (cmd === Cmd.READ) p.data = Buffer.allocUnsafe(length);
         if (cmd === Cmd.BLOCK_STATUS) p.extents = new Map();
         this.pending.set(cookie, p);
         this.socket.write(this.header(cmd, cookie, offset, length));
@@ -344,12 +348,30 @@ export class NbdClient {
       throw new NbdError('PROTOCOL', `chunk of ${length} bytes is longer than asked`);
     if (q.length < STRUCTURED_REPLY_HEADER_SIZE + length) return false;
     q.take(STRUCTURED_REPLY_HEADER_SIZE);
-    const body = q.take(length);
-    this.applyChunk(p, type, body);
+    if (type === Chunk.OFFSET_DATA && p.cmd === Cmd.READ && p.data && length >= 8) {
+      // Data goes from the socket's buffers straight into the caller's buffer.
+      const at = Number(q.take(8).readBigUInt64BE(0)) - p.offset;
+      const n = length - 8;
+      if (at < 0 || at + n > p.length) {
+        throw new NbdError('PROTOCOL', 'read chunk outside the requested range');
+      }
+      q.takeInto(p.data, at, n);
+      p.covered = (p.covered ?? 0) + n;
+    } else {
+      this.applyChunk(p, type, q.take(length));
+    }
     if (flags & ReplyFlag.DONE) {
       this.pending.delete(cookie);
       if (p.error) p.reject(p.error);
-      else p.resolve();
+      else if (p.cmd === Cmd.READ && (p.covered ?? 0) !== p.length) {
+        // Chunks may not overlap, so a complete reply covers exactly the range asked for.
+        const err = new NbdError(
+          'PROTOCOL',
+          `read reply covered ${p.covered ?? 0} of ${p.length} bytes`,
+        );
+        p.reject(err);
+        throw err; // ends the connection: every other pending request rejects too
+      } else p.resolve();
     }
     return true;
   }
@@ -391,7 +413,8 @@ export class NbdClient {
         if (at < 0 || at + n > p.length)
           throw new NbdError('PROTOCOL', 'read chunk outside the requested range');
         if (type === Chunk.OFFSET_DATA) body.copy(p.data, at, 8);
-        // holes: p.data is already zero-filled
+        else p.data.fill(0, at, at + n);
+        p.covered = (p.covered ?? 0) + n;
         return;
       }
       case Chunk.BLOCK_STATUS: {
