@@ -31,6 +31,7 @@ import {
   writeJob,
   type DiskWrite,
 } from '../support/disks';
+import { qemuNbdEnv } from '@tidemark/backup-client/qemu/image';
 import { writeResults } from './stats';
 
 const GiB = 1024 * MiB;
@@ -87,8 +88,11 @@ interface NbdServer {
 }
 
 async function startNbd(args: string[], socket: string): Promise<NbdServer> {
+  // The same environment the client gives the qemu-nbd it starts (malloc tunables included),
+  // so both tools copy between the same kind of exports.
   const child = spawn('qemu-nbd', [`--socket=${socket}`, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env: qemuNbdEnv(),
   });
   servers.add(child);
   let stderr = '';
@@ -356,6 +360,8 @@ export async function runCopyBench(): Promise<void> {
       let client: ClientBackup | undefined;
       let nbdcopySeconds = NaN;
       for (const which of clientFirst ? ['client', 'nbdcopy'] : ['nbdcopy', 'client']) {
+        // Start each run with no dirty pages of the previous one still being written back.
+        spawnSync('sync');
         if (which === 'client')
           client = await clientBackup(dir, source, { path: clientTarget, backingPath: null });
         else nbdcopySeconds = await nbdcopyBackup(dir, source, nbdcopyTarget);
@@ -393,6 +399,7 @@ export async function runCopyBench(): Promise<void> {
     // bitmap records them), then an incremental into an overlay on the full.
     const fullPath = path.join(out, 'inc-full.qcow2');
     const incPath = path.join(out, 'inc-1.qcow2');
+    spawnSync('sync');
     const full = await clientBackup(dir, source, { path: fullPath, backingPath: null });
     log(`incremental: full backup took ${full.seconds.toFixed(2)} s`);
     const clusters = Math.ceil(size / CLUSTER);
@@ -409,6 +416,7 @@ export async function runCopyBench(): Promise<void> {
       }));
     writeDisk(source, writes);
     log(`incremental: wrote ${changed} of ${clusters} clusters with qemu-io`);
+    spawnSync('sync');
     const inc = await clientBackup(dir, source, {
       path: incPath,
       backingPath: fullPath,
@@ -440,7 +448,7 @@ export async function runCopyBench(): Promise<void> {
         node: process.version,
       },
       description:
-        "One offline qcow2 source (random data in runs of 1-8 MiB, the rest holes) in the page cache. Pairs alternate the order of: the backup client process doing a full backup into a new qcow2 (wall time of the process; MB/s = bytesTransferred / time) and nbdcopy --flush between qemu-nbd exports made like the client's (source -r --shared=4, target --cache=writeback --aio=threads --shared=4; wall time includes qemu-img create and starting/stopping both servers; MB/s = dataBytes / time). MB = 10^6 bytes. ratio = median of per-pair client/nbdcopy MB/s. incrementalToFullTime: a client incremental after rewriting ~1% of the clusters with qemu-io, over the time of the full just before.",
+        "One offline qcow2 source (random data in runs of 1-8 MiB, the rest holes) in the page cache. Pairs alternate the order of: the backup client process doing a full backup into a new qcow2 (wall time of the process; MB/s = bytesTransferred / time) and nbdcopy --flush between qemu-nbd exports made like the client's (source -r --shared=4, target --cache=writeback --aio=threads --shared=4, and the same environment: GLIBC_TUNABLES keeping qemu-nbd's request buffers on the heap; wall time includes qemu-img create and starting/stopping both servers; MB/s = dataBytes / time). `sync` before every timed run. MB = 10^6 bytes. ratio = median of per-pair client/nbdcopy MB/s. incrementalToFullTime: a client incremental after rewriting ~1% of the clusters with qemu-io, over the time of the full just before.",
       sizeBytes: size,
       dataBytes,
       nbdcopyConfig,

@@ -470,7 +470,7 @@ describe('verify', () => {
     expect(bad.code).toBe(1); // ...but verify finds the damaged file
     const files = bad.result?.files as Array<{ path: string; problems: string[] }>;
     expect(files[0]?.path).toBe(full?.targetPath);
-    expect(files[0]?.problems.join(' ')).toMatch(/SHA-256 differs/);
+    expect(files[0]?.problems.join(' ')).toMatch(/data differs from what was written/);
     expect(files[1]?.problems).toEqual([]);
   });
 });

@@ -3,6 +3,7 @@ import { StartDataV1, type JobType, type StartData } from '@tidemark/shared';
 import { z } from 'zod';
 import { copyPlan, planCopy } from './copy/copy-disk';
 import { ClientError, FullBackupRequiredError } from './errors';
+import { DIGEST_ALGORITHM } from './digest';
 import { toWritten, writeManifest } from './manifest';
 import type { DiskResult, ProgressReporter, ResultLine } from './progress';
 import type { SourceDriver, SourceSnapshot } from './source/types';
@@ -99,13 +100,19 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     'copy planned',
   );
   run.target = await Qcow2Target.open(spec, snapshot.size, deps.workDir);
+  const t0 = performance.now();
   const written = await copyPlan(plan, reader, run.target.writer, run.target.needsZeroes, {
     ...deps.copy,
     signal: deps.signal,
     onProgress: (n) => deps.progress.setDone(disk.diskKey, n),
   });
   deps.signal.throwIfAborted();
+  const t1 = performance.now();
   await run.target.finish();
+  log.info(
+    { copySeconds: (t1 - t0) / 1000, flushSeconds: (performance.now() - t1) / 1000 },
+    'target flushed',
+  );
   await writeManifest(disk.targetPath, {
     format: 'tidemark-manifest',
     version: 1,
@@ -117,6 +124,7 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     size: snapshot.size,
     backingPath: spec.kind === 'overlay' ? spec.backingPath : null,
     createdAt: new Date().toISOString(),
+    digest: DIGEST_ALGORITHM,
     written: toWritten(written),
   });
   run.result = {

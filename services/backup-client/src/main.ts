@@ -138,6 +138,7 @@ async function backup(args: string[], log: Logger): Promise<number> {
       progress,
       workDir,
       signal: abort.signal,
+      copy: copyTuning(),
     });
   } finally {
     await stopAllServers();
@@ -155,6 +156,30 @@ async function backup(args: string[], log: Logger): Promise<number> {
   jobLog.info({ status: result.status }, 'job ended');
   if (result.status === 'completed') return 0;
   return abort.signal.aborted ? 130 : 1;
+}
+
+/** Optional tuning: TIDEMARK_COPY_CHUNK_KIB (request size) and TIDEMARK_COPY_IN_FLIGHT. */
+function copyTuning(): { chunkSize?: number; inFlight?: number } {
+  const out: { chunkSize?: number; inFlight?: number } = {};
+  const kib = process.env.TIDEMARK_COPY_CHUNK_KIB;
+  if (kib !== undefined && kib !== '') {
+    const n = Number(kib);
+    if (!Number.isInteger(n) || n < 64 || n > 32768 || n % 64 !== 0)
+      throw new UsageError(
+        `TIDEMARK_COPY_CHUNK_KIB: must be a multiple of 64 from 64 to 32768, not "${kib}"`,
+      );
+    out.chunkSize = n * 1024;
+  }
+  const inFlight = process.env.TIDEMARK_COPY_IN_FLIGHT;
+  if (inFlight !== undefined && inFlight !== '') {
+    const n = Number(inFlight);
+    if (!Number.isInteger(n) || n < 1 || n > 256)
+      throw new UsageError(
+        `TIDEMARK_COPY_IN_FLIGHT: must be a whole number from 1 to 256, not "${inFlight}"`,
+      );
+    out.inFlight = n;
+  }
+  return out;
 }
 
 async function restore(args: string[], log: Logger): Promise<number> {

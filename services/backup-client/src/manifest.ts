@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { WrittenExtent } from './copy/copy-disk';
 
 /**
- * What one job wrote into one file of a chain: every data extent with its SHA-256, and every
+ * What one job wrote into one file of a chain: every data extent with its digest, and every
  * range written as zeroes. Kept beside the image as `<image>.tidemark.json`; verify re-reads
  * the chain against it.
  */
@@ -19,7 +19,9 @@ export const Manifest = z.object({
   size: z.number().int().min(0),
   backingPath: z.string().nullable(),
   createdAt: z.string(),
-  /** `[offset, length, sha256 | null]`; null = zeroes. */
+  /** How `written` digests were made. */
+  digest: z.literal('xxh128'),
+  /** `[offset, length, hex digest | null]`; null = zeroes. */
   written: z.array(z.tuple([z.number().int(), z.number().int(), z.string().nullable()])),
 });
 export type Manifest = z.output<typeof Manifest>;
@@ -29,7 +31,7 @@ export function manifestPath(image: string): string {
 }
 
 export function toWritten(extents: WrittenExtent[]): Manifest['written'] {
-  return extents.map((e) => [e.offset, e.length, e.sha256 ?? null]);
+  return extents.map((e) => [e.offset, e.length, e.digest ?? null]);
 }
 
 export async function writeManifest(image: string, manifest: Manifest): Promise<void> {

@@ -1,4 +1,4 @@
-import { webcrypto } from 'node:crypto';
+import { createDigester } from './digest';
 import { resolve } from 'node:path';
 import { readManifest } from './manifest';
 import { backingChain, serveImage, type ImageInfo } from './qemu/image';
@@ -38,7 +38,7 @@ async function qemuImgCheck(path: string): Promise<string[]> {
 /**
  * Proves a chain holds what was written. For each file, base first: `qemu-img check`, then the
  * chain up to that file is read back where that file's job wrote, and every data extent must
- * have the SHA-256 its manifest recorded, every zeroed range must read as zeroes. A flipped
+ * have the digest its manifest recorded, every zeroed range must read as zeroes. A flipped
  * byte in any file's data or metadata shows up at that file's level even when a later overlay
  * hides it from the chain's top.
  */
@@ -54,6 +54,7 @@ export async function verifyChain(image: string, ctx: ToolContext): Promise<Veri
     );
   }
   const files: FileVerdict[] = [];
+  const digester = await createDigester();
   for (const info of [...chain].reverse()) {
     const path = resolve(info.path);
     const verdict: FileVerdict = { path, extentsChecked: 0, bytesChecked: 0, problems: [] };
@@ -90,11 +91,10 @@ export async function verifyChain(image: string, ctx: ToolContext): Promise<Veri
           }
         } else {
           const data = await reader.read(offset, length);
-          const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString(
-            'hex',
-          );
-          if (digest !== sha)
-            verdict.problems.push(`extent ${offset}+${length}: SHA-256 differs from the manifest`);
+          if (digester.digest(data) !== sha)
+            verdict.problems.push(
+              `extent ${offset}+${length}: the data differs from what was written (${manifest.digest} digest)`,
+            );
         }
         verdict.extentsChecked++;
         verdict.bytesChecked += length;

@@ -112,18 +112,26 @@ export class NbdClient {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.checkRange(offset, length);
+    return this.readInto(offset, Buffer.allocUnsafe(length));
+  }
+
+  /**
+   * Reads `target.length` bytes at `offset` straight into `target` (a buffer the caller reuses,
+   * so a copy loop allocates nothing per request). Longer reads are split at the server's
+   * maximum, each part landing in its place.
+   */
+  async readInto(offset: number, target: Buffer): Promise<Buffer> {
+    const length = target.length;
+    this.checkRange(offset, length);
     const max = this.info.maxRequestSize;
-    if (length <= max) return (await this.request(Cmd.READ, offset, length)).data as Buffer;
-    const out = Buffer.alloc(length);
-    const parts: Promise<void>[] = [];
-    for (let at = 0; at < length; at += max) {
+    const parts: Promise<unknown>[] = [];
+    for (let at = 0; at < length || at === 0; at += max) {
       const n = Math.min(max, length - at);
-      parts.push(
-        this.request(Cmd.READ, offset + at, n).then((p) => void (p.data as Buffer).copy(out, at)),
-      );
+      parts.push(this.request(Cmd.READ, offset + at, n, undefined, target.subarray(at, at + n)));
+      if (length === 0) break;
     }
     await Promise.all(parts);
-    return out;
+    return target;
   }
 
   async write(offset: number, data: Buffer): Promise<void> {
@@ -264,6 +272,7 @@ export class NbdClient {
     offset: number,
     length: number,
     payload?: Buffer,
+    into?: Buffer,
   ): Promise<Pending> {
     await this.acquireSlot();
     try {
@@ -274,7 +283,7 @@ export class NbdClient {
         const p: Pending = { cmd, offset, length, resolve: () => resolve(p), reject };
         // Unfilled parts of a read are holes: zeroed when a hole chunk says so, or at the end
         // if the server sent less than asked (see complete()).
-        if (cmd === Cmd.READ) p.data = Buffer.allocUnsafe(length);
+        if (cmd === Cmd.READ) p.data = into ?? Buffer.allocUnsafe(length);
         if (cmd === Cmd.BLOCK_STATUS) p.extents = new Map();
         this.pending.set(cookie, p);
         this.socket.write(this.header(cmd, cookie, offset, length));

@@ -69,8 +69,9 @@ export async function startServer(
   args: string[],
   readyPath: string,
   timeoutMs = 10_000,
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<ServerProcess> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
   running.add(child);
   const err: Buffer[] = [];
   child.stderr?.on('data', (b: Buffer) => err.push(b));

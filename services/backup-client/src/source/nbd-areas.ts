@@ -17,7 +17,7 @@ export async function connectWithRetry(
 ): Promise<NbdClient> {
   for (let i = 1; ; i++) {
     try {
-      return await NbdClient.connect(address, options);
+      return await NbdClient.connect(address, { maxInFlight: 64, ...options });
     } catch (err) {
       const refused = err instanceof NbdError && /ECONNREFUSED|ENOENT/.test(String(err.message));
       if (!refused || i >= attempts) throw err;
