@@ -16,6 +16,7 @@ const shared = {
   transform: { '^.+\\.ts$': swc },
   moduleNameMapper: {
     '^@tidemark/shared$': '<rootDir>/shared/src/index.ts',
+    '^@tidemark/shared/(.*)$': '<rootDir>/shared/src/$1',
     '^@tidemark/ledger/(.*)$': '<rootDir>/services/ledger/src/$1',
     '^@tidemark/hub/(.*)$': '<rootDir>/services/hub/src/$1',
     '^@tidemark/cli/(.*)$': '<rootDir>/services/cli/src/$1',

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AllocationFlag, DIRTY_FLAG, NbdClient, NbdError } from '@tidemark/backup-client/nbd/index';
+import { freePort } from '../support/env';
 
 const MiB = 1024 * 1024;
 const dir = mkdtempSync(join(tmpdir(), 'tidemark-nbd-'));
@@ -112,6 +113,30 @@ describe('NbdClient on a read-only export', () => {
     expect((err as NbdError).errno).toBeGreaterThan(0);
     // the connection survives a server error
     expect((await client.read(1 * MiB, 512)).equals(Buffer.alloc(512, 0x5a))).toBe(true);
+  });
+});
+
+describe('NbdClient over TCP', () => {
+  it('connects to a qemu-nbd listening on a TCP port and reads what was written', async () => {
+    const image = makeImage('tcp.qcow2');
+    run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x3c 0 128k', image]);
+    const port = await freePort();
+    const proc = spawn(
+      'qemu-nbd',
+      ['--bind=127.0.0.1', `--port=${port}`, '--format=qcow2', '-r', '-t', image],
+      { stdio: 'ignore' },
+    );
+    servers.push(proc);
+    let client: NbdClient | undefined;
+    for (let i = 0; i < 200 && !client; i++) {
+      client = await NbdClient.connect({ host: '127.0.0.1', port }, { exportName: '' }).catch(
+        () => undefined,
+      );
+      if (!client) await sleep(25);
+    }
+    if (!client) throw new Error('qemu-nbd did not listen on TCP');
+    expect((await client.read(0, 128 * 1024)).equals(Buffer.alloc(128 * 1024, 0x3c))).toBe(true);
+    await client.disconnect();
   });
 });
 

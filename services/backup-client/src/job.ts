@@ -1,5 +1,5 @@
-import type { Logger } from '@tidemark/shared';
-import { StartDataV1, type JobType, type StartData } from '@tidemark/shared';
+import type { Logger } from '@tidemark/shared/log';
+import { StartDataV1, type JobType, type StartData } from '@tidemark/shared/events/schemas';
 import { z } from 'zod';
 import { copyPlan, planCopy } from './copy/copy-disk';
 import { ClientError, FullBackupRequiredError } from './errors';
@@ -93,22 +93,33 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
       previous,
     );
   const reader = await snapshot.openReader();
-  const plan = await planCopy(snapshot, reader);
+  // The target is created and served while the changed areas are walked.
+  const opening = Qcow2Target.open(spec, snapshot.size, deps.workDir).then((t) => {
+    run.target = t;
+    return t;
+  });
+  let plan: Awaited<ReturnType<typeof planCopy>>;
+  try {
+    plan = await planCopy(snapshot, reader);
+  } catch (err) {
+    await opening.catch(() => undefined); // so the caller can abort it
+    throw err;
+  }
+  const target = await opening;
   deps.progress.setTotal(disk.diskKey, plan.dataBytes);
   log.info(
     { dataBytes: plan.dataBytes, dataExtents: plan.data.length, zeroExtents: plan.zero.length },
     'copy planned',
   );
-  run.target = await Qcow2Target.open(spec, snapshot.size, deps.workDir);
   const t0 = performance.now();
-  const written = await copyPlan(plan, reader, run.target.writer, run.target.needsZeroes, {
+  const written = await copyPlan(plan, reader, target.writer, target.needsZeroes, {
     ...deps.copy,
     signal: deps.signal,
     onProgress: (n) => deps.progress.setDone(disk.diskKey, n),
   });
   deps.signal.throwIfAborted();
   const t1 = performance.now();
-  await run.target.finish();
+  await target.finish();
   log.info(
     { copySeconds: (t1 - t0) / 1000, flushSeconds: (performance.now() - t1) / 1000 },
     'target flushed',
