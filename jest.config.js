@@ -21,6 +21,7 @@ const shared = {
     '^@tidemark/hub/(.*)$': '<rootDir>/services/hub/src/$1',
     '^@tidemark/cli/(.*)$': '<rootDir>/services/cli/src/$1',
     '^@tidemark/backup-client/(.*)$': '<rootDir>/services/backup-client/src/$1',
+    '^@tidemark/appliance-runner/(.*)$': '<rootDir>/services/appliance-runner/src/$1',
   },
   testEnvironment: 'node',
 };

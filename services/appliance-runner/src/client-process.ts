@@ -1,0 +1,170 @@
+import { spawn } from 'node:child_process';
+import { writeFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Logger } from '@tidemark/shared/log';
+import type { JobType, StartData, CompletedDiskData } from '@tidemark/shared/events/schemas';
+import { z } from 'zod';
+
+/** What the client prints on stdout, checked at the edge: anything else is only logged. */
+const DiskResult = z.object({
+  diskKey: z.string(),
+  changeId: z.string(),
+  bytesTransferred: z.number().int().min(0),
+  targetPath: z.string(),
+  bytesTotal: z.number().int().min(0),
+});
+const ClientLine = z.union([
+  z.object({
+    type: z.literal('progress'),
+    phase: z.enum(['preparing', 'copying', 'flushing', 'finalizing']),
+    disks: z.array(
+      z.object({
+        diskKey: z.string(),
+        bytesDone: z.number().int().min(0),
+        bytesTotal: z.number().int().min(0),
+      }),
+    ),
+    bytesPerSecond: z.number().int().min(0),
+  }),
+  z.object({
+    type: z.literal('result'),
+    status: z.literal('completed'),
+    disks: z.array(DiskResult),
+    bytesTransferred: z.number().int().min(0),
+  }),
+  z.object({
+    type: z.literal('result'),
+    status: z.literal('failed'),
+    code: z.string(),
+    message: z.string(),
+    retryable: z.boolean(),
+    finishedDisks: z.array(DiskResult).default([]),
+  }),
+]);
+export type ClientProgress = Extract<z.output<typeof ClientLine>, { type: 'progress' }>;
+
+export type ClientOutcome =
+  | { status: 'completed'; disks: CompletedDiskData[]; bytesTransferred: number }
+  | {
+      status: 'failed';
+      code: string;
+      message: string;
+      retryable: boolean;
+      finishedDisks: CompletedDiskData[];
+    };
+
+export interface ClientRun {
+  /** Resolves when the client has exited and its output is read. */
+  outcome: Promise<ClientOutcome>;
+  /** Asks the client to stop (SIGTERM: it cleans up and exits); SIGKILL after `graceMs`. */
+  stop(graceMs?: number): void;
+}
+
+/**
+ * Starts `tidemark-backup-client backup` for one job: no shell, arguments as an array, the job
+ * id and every disk's previous change_id in its environment (the change_id a copy produces is
+ * only ever lost when the client does not know which job it belongs to).
+ */
+export async function startClient(opts: {
+  clientMain: string;
+  jobId: string;
+  jobType: JobType;
+  start: StartData;
+  workDir: string;
+  log: Logger;
+  onProgress: (p: ClientProgress) => void;
+}): Promise<ClientRun> {
+  const jobFile = join(opts.workDir, `${opts.jobId}.job.json`);
+  await writeFile(jobFile, JSON.stringify({ jobType: opts.jobType, ...opts.start }));
+  const previous = Object.fromEntries(
+    opts.start.disks.map((d) => [d.diskKey, d.previousChangeId] as const),
+  );
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    TIDEMARK_JOB_ID: opts.jobId,
+    TIDEMARK_PREVIOUS_CHANGE_ID: JSON.stringify(previous),
+    TIDEMARK_WORK_DIR: opts.workDir,
+    TIDEMARK_LOG_LEVEL: process.env.TIDEMARK_LOG_LEVEL ?? 'info',
+  };
+  const child = spawn(process.execPath, [opts.clientMain, 'backup', '--job', jobFile], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let result: ClientOutcome | undefined;
+  let garbage = 0;
+  const stdout = createInterface({ input: child.stdout });
+  stdout.on('line', (text) => {
+    let parsed: z.ZodSafeParseResult<z.output<typeof ClientLine>>;
+    try {
+      parsed = ClientLine.safeParse(JSON.parse(text));
+    } catch {
+      parsed = ClientLine.safeParse(undefined);
+    }
+    if (!parsed.success) {
+      garbage++;
+      opts.log.warn({ line: text.slice(0, 500) }, 'client printed a line that is not its protocol');
+      return;
+    }
+    const line = parsed.data;
+    if (line.type === 'progress') opts.onProgress(line);
+    else if (line.status === 'completed')
+      result = { status: 'completed', disks: line.disks, bytesTransferred: line.bytesTransferred };
+    else
+      result = {
+        status: 'failed',
+        code: /^[A-Z0-9_]{1,64}$/.test(line.code) ? line.code : 'CLIENT_FAILED',
+        message: line.message.slice(0, 4000) || 'the client failed without a message',
+        retryable: line.retryable,
+        finishedDisks: line.finishedDisks,
+      };
+  });
+  const stderr = createInterface({ input: child.stderr });
+  let lastStderr = '';
+  stderr.on('line', (text) => {
+    lastStderr = text;
+    // The client logs JSON lines of its own (with jobId); pass them on as they are.
+    opts.log.debug({ client: text.slice(0, 2000) }, 'client log');
+  });
+  const outcome = new Promise<ClientOutcome>((resolve) => {
+    let spawnError: Error | undefined;
+    child.on('error', (err) => (spawnError = err));
+    child.on('close', (code, signal) => {
+      void rm(jobFile, { force: true });
+      if (spawnError)
+        return resolve(
+          fail('CLIENT_NOT_STARTED', `cannot start the backup client: ${spawnError.message}`, true),
+        );
+      if (result && (result.status === 'failed' || code === 0)) return resolve(result);
+      const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      if (garbage > 0 && !result)
+        return resolve(
+          fail(
+            'CLIENT_OUTPUT_INVALID',
+            `the backup client ${how} and printed ${garbage} line(s) that are not its protocol, no result`,
+            true,
+          ),
+        );
+      resolve(
+        fail(
+          'CLIENT_EXITED',
+          `the backup client ${how} without a result${lastStderr ? `; last log: ${lastStderr.slice(0, 500)}` : ''}`,
+          true,
+        ),
+      );
+    });
+  });
+  return {
+    outcome,
+    stop(graceMs = 10_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      child.once('exit', () => clearTimeout(timer));
+    },
+  };
+}
+
+function fail(code: string, message: string, retryable: boolean): ClientOutcome {
+  return { status: 'failed', code, message, retryable, finishedDisks: [] };
+}

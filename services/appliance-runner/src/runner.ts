@@ -1,0 +1,306 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import {
+  busTopology,
+  deadLetter,
+  ensureDurable,
+  ensureStreams,
+  forJob,
+  makeEvent,
+  parseEvent,
+  publishEvent,
+  redactUrl,
+  type BusTopology,
+  type Logger,
+  type TidemarkEvent,
+} from '@tidemark/shared';
+import type { RunnerConfig } from './config';
+import { startClient, type ClientOutcome, type ClientRun } from './client-process';
+import { LockedError, lockTargets } from './lock';
+
+export interface Runner {
+  nc: NatsConnection;
+  /** Jobs running now. */
+  running(): number;
+  /** Deliveries received; jobs started (the client ran), completed and failed. */
+  stats(): { received: number; started: number; completed: number; failed: number };
+  /** Stops taking jobs; running ones get `graceMs`, then are stopped and failed (retryable). */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Progress events at most this often per job (plus every phase change). */
+const PROGRESS_INTERVAL_MS = 1000;
+
+function defaultClientMain(): string {
+  return require.resolve('@tidemark/backup-client/main');
+}
+
+/**
+ * The appliance-runner: N slots, each pulling one `backup.start` at a time from the durable
+ * consumer every runner shares (so jobs spread over runners), running the backup client for it,
+ * relaying its progress and publishing its result. The start message is acknowledged only
+ * after the result's PubAck; while the client runs the message is kept alive, so JetStream
+ * redelivers a job only when its runner is gone.
+ */
+export async function startRunner(config: RunnerConfig, log: Logger): Promise<Runner> {
+  const topo = busTopology(config.TIDEMARK_BUS_PREFIX);
+  const clientMain = config.TIDEMARK_RUNNER_CLIENT ?? defaultClientMain();
+  const workRoot = await mkdtemp(
+    join(config.TIDEMARK_RUNNER_WORK_DIR ?? tmpdir(), 'tidemark-runner-'),
+  );
+  log.info(
+    {
+      nats: redactUrl(config.TIDEMARK_NATS_URL),
+      runnerId: config.TIDEMARK_RUNNER_ID,
+      concurrency: config.TIDEMARK_RUNNER_CONCURRENCY,
+      clientMain,
+    },
+    'runner starting',
+  );
+  const nc = await connect({
+    servers: config.TIDEMARK_NATS_URL,
+    name: `tidemark-runner-${config.TIDEMARK_RUNNER_ID}`,
+    maxReconnectAttempts: -1,
+  });
+  const jsm = await jetstreamManager(nc);
+  await ensureStreams(jsm, topo);
+  await ensureDurable(jsm, topo.stream, {
+    durable: topo.runnerConsumer,
+    filterSubjects: [topo.subjectFor('backup.start')],
+    ackWaitMs: config.TIDEMARK_RUNNER_ACK_WAIT_MS,
+    // One more than the attempts: the last delivery only records the failure.
+    maxDeliver: config.TIDEMARK_RUNNER_MAX_ATTEMPTS + 1,
+    maxAckPending: 10_000,
+  });
+  const js = jetstream(nc);
+  const consumer = await js.consumers.get(topo.stream, topo.runnerConsumer);
+
+  let stopping = false;
+  const counts = { received: 0, started: 0, completed: 0, failed: 0 };
+  const active = new Map<string, { client?: ClientRun }>();
+
+  const publish = async (event: TidemarkEvent, jobLog: Logger): Promise<void> => {
+    // A result must reach the stream: retry until it does (the start message stays unacked
+    // meanwhile, so a runner that dies here has the job redone, never lost).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await publishEvent(js, topo, event);
+        return;
+      } catch (err) {
+        if (attempt >= 60) throw err;
+        jobLog.warn({ err: String(err), attempt }, `publishing ${event.type} failed; retrying`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  };
+
+  const runJob = async (m: JsMsg): Promise<void> => {
+    counts.received++;
+    const parsed = parseEvent(m.data);
+    if (!parsed.ok) {
+      log.error({ reason: parsed.reason, issues: parsed.issues }, 'invalid backup.start');
+      await deadLetter(js, topo, m, {
+        reason: parsed.reason,
+        issues: parsed.issues,
+        consumer: topo.runnerConsumer,
+      });
+      return;
+    }
+    const event = parsed.event;
+    if (event.type !== 'backup.start') {
+      m.ack();
+      return;
+    }
+    const jobLog = forJob(log, event.jobId, {
+      jobType: event.jobType,
+      attempt: m.info.deliveryCount,
+      runnerId: config.TIDEMARK_RUNNER_ID,
+    });
+    const start = event.data;
+    const base = {
+      vmName: start.vmName,
+      backupType: start.backupType,
+      repositoryId: start.repositoryId,
+    };
+    const attempt = m.info.deliveryCount;
+    if (attempt > config.TIDEMARK_RUNNER_MAX_ATTEMPTS) {
+      jobLog.error({ attempts: attempt - 1 }, 'job failed after too many attempts');
+      await publish(
+        makeEvent('backup.failed', {
+          jobId: event.jobId,
+          jobType: event.jobType,
+          id: `${event.jobId}.failed.attempts`,
+          data: {
+            code: 'TOO_MANY_ATTEMPTS',
+            message: `the job was started ${attempt - 1} times and no runner finished it (each runner stopped or died mid-copy)`,
+            retryable: false,
+            ...base,
+          },
+        }),
+        jobLog,
+      );
+      m.ack();
+      return;
+    }
+    const slot: { client?: ClientRun } = {};
+    active.set(event.jobId, slot);
+    const heartbeat = setInterval(
+      () => {
+        m.working();
+        void lock?.refresh();
+      },
+      Math.max(200, Math.floor(config.TIDEMARK_RUNNER_ACK_WAIT_MS / 3)),
+    );
+    let lock: Awaited<ReturnType<typeof lockTargets>> | undefined;
+    try {
+      try {
+        lock = await lockTargets(
+          start.disks.map((d) => d.targetPath),
+          { runnerId: config.TIDEMARK_RUNNER_ID, jobId: event.jobId, attempt },
+          config.TIDEMARK_RUNNER_ACK_WAIT_MS,
+        );
+      } catch (err) {
+        if (err instanceof LockedError) {
+          jobLog.warn({ err: err.message }, 'another attempt holds the targets; trying later');
+          m.nak(config.TIDEMARK_RUNNER_ACK_WAIT_MS);
+          return;
+        }
+        throw err;
+      }
+      jobLog.info({ disks: start.disks.map((d) => d.diskKey) }, 'job started');
+      counts.started++;
+      // Progress sequences rise across attempts: a later attempt's events are never "older".
+      let sequence = attempt * 2 ** 32;
+      let lastSent = 0;
+      let lastPhase = '';
+      const client = await startClient({
+        clientMain,
+        jobId: event.jobId,
+        jobType: event.jobType,
+        start,
+        workDir: workRoot,
+        log: jobLog,
+        onProgress: (p) => {
+          const now = Date.now();
+          if (p.phase === lastPhase && now - lastSent < PROGRESS_INTERVAL_MS) return;
+          lastPhase = p.phase;
+          lastSent = now;
+          const progress = makeEvent('backup.progress', {
+            jobId: event.jobId,
+            jobType: event.jobType,
+            data: {
+              phase: p.phase,
+              sequence: sequence++,
+              disks: p.disks,
+              bytesPerSecond: p.bytesPerSecond,
+            },
+          });
+          publishEvent(js, topo, progress).catch((err: unknown) =>
+            jobLog.warn({ err: String(err) }, 'progress not published (the next one will be)'),
+          );
+        },
+      });
+      slot.client = client;
+      if (stopping) client.stop();
+      const outcome: ClientOutcome = await client.outcome;
+      const resultId = randomUUID();
+      if (outcome.status === 'completed') {
+        await publish(
+          makeEvent('backup.completed', {
+            jobId: event.jobId,
+            jobType: event.jobType,
+            id: resultId,
+            data: {
+              ...base,
+              policyId: start.policyId,
+              parentJobId: start.parentJobId,
+              disks: outcome.disks,
+              bytesTransferred: outcome.bytesTransferred,
+            },
+          }),
+          jobLog,
+        );
+        counts.completed++;
+        jobLog.info(
+          { changeIds: outcome.disks.map((d) => `${d.diskKey}=${d.changeId}`) },
+          'job completed',
+        );
+      } else {
+        await publish(
+          makeEvent('backup.failed', {
+            jobId: event.jobId,
+            jobType: event.jobType,
+            id: resultId,
+            data: {
+              code: outcome.code,
+              message: outcome.message,
+              retryable: outcome.retryable,
+              finishedDisks: outcome.finishedDisks,
+              ...base,
+            },
+          }),
+          jobLog,
+        );
+        counts.failed++;
+        jobLog.warn({ code: outcome.code, err: outcome.message }, 'job failed');
+      }
+      m.ack();
+    } catch (err) {
+      // Something of the runner's own (not the client's) failed: give the job back.
+      jobLog.error({ err: String(err) }, 'runner error; the job will be redelivered');
+      m.nak(5000);
+    } finally {
+      clearInterval(heartbeat);
+      await lock?.release();
+      active.delete(event.jobId);
+    }
+  };
+
+  const slots = Array.from({ length: config.TIDEMARK_RUNNER_CONCURRENCY }, async () => {
+    while (!stopping) {
+      let m: JsMsg | null;
+      try {
+        m = await consumer.next({ expires: 2000 });
+      } catch (err) {
+        if (stopping) break;
+        log.warn({ err: String(err) }, 'cannot pull a job; retrying');
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      if (!m) continue;
+      if (stopping) {
+        m.nak(); // not ours to start any more
+        break;
+      }
+      await runJob(m);
+    }
+  });
+
+  return {
+    nc,
+    running: () => active.size,
+    stats: () => ({ ...counts }),
+    async stop(graceMs = config.TIDEMARK_RUNNER_GRACE_MS) {
+      if (stopping) return;
+      stopping = true;
+      log.info({ running: active.size, graceMs }, 'runner stopping: no new jobs');
+      const timer = setTimeout(() => {
+        for (const [jobId, slot] of active) {
+          log.warn({ jobId }, 'grace period over: stopping the client');
+          slot.client?.stop();
+        }
+      }, graceMs);
+      await Promise.all(slots);
+      clearTimeout(timer);
+      await nc.drain().catch(() => undefined);
+      await rm(workRoot, { recursive: true, force: true });
+      log.info('runner stopped');
+    },
+  };
+}
+
+export type { BusTopology };

@@ -1,0 +1,173 @@
+/**
+ * The appliance-runner between real NATS JetStream, the real ledger on MariaDB/MySQL and the
+ * real backup client copying real qcow2 images.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createLogger } from '@tidemark/shared';
+import { RunnerConfigSchema } from '@tidemark/appliance-runner/config';
+import { startRunner, type Runner } from '@tidemark/appliance-runner/runner';
+import { clientMain, createImage, MiB, sameContent, tempDir, writeDisk } from '../support/disks';
+import { fakeClientFile } from '../support/fake-clients';
+import { createLedgerWorld, seedReferences, type LedgerWorld } from '../support/ledger-harness';
+import { uniqueName } from '../support/env';
+
+const tmp = tempDir('tidemark-runner-');
+let world: LedgerWorld;
+let repositoryId: string;
+const runners: Runner[] = [];
+
+beforeAll(async () => {
+  world = await createLedgerWorld();
+  await world.startLedger();
+  ({ repositoryId } = await seedReferences(world));
+});
+afterEach(async () => {
+  await Promise.all(runners.splice(0).map((r) => r.stop(0)));
+});
+afterAll(async () => {
+  await world.close();
+  tmp.remove();
+});
+
+async function runner(overrides: Record<string, string> = {}): Promise<Runner> {
+  const config = RunnerConfigSchema.parse({
+    ...world.env,
+    TIDEMARK_RUNNER_WORK_DIR: tmp.dir,
+    TIDEMARK_RUNNER_ID: uniqueName('runner-'),
+    TIDEMARK_RUNNER_CONCURRENCY: '1',
+    // jest would resolve the installed client to its TypeScript source; run the built one.
+    TIDEMARK_RUNNER_CLIENT: clientMain,
+    ...overrides,
+  });
+  const r = await startRunner(
+    config,
+    createLogger('appliance-runner', process.env.RUNNER_TEST_LOG === '1' ? 'debug' : 'silent'),
+  );
+  runners.push(r);
+  return r;
+}
+
+/** A VM with one small disk that holds data, and a `backup.start` for a full backup of it. */
+function vmWithDisk(name: string): { source: string; target: string } {
+  const source = join(tmp.dir, `${name}.qcow2`);
+  createImage(source, 6 * MiB + 512);
+  writeDisk(source, [{ offset: 1 * MiB, length: 2 * MiB, pattern: 0x5a }]);
+  return { source, target: join(tmp.dir, 'repo', name, `job-${name}`, 'disk-0.qcow2') };
+}
+
+async function startFull(jobId: string, vm: string, disk: { source: string; target: string }) {
+  await world.publish('backup.start', jobId, {
+    vmName: vm,
+    backupType: 'full',
+    repositoryId,
+    disks: [{ diskKey: 'disk-0', source: disk.source, targetPath: disk.target }],
+  });
+}
+
+describe('appliance-runner', () => {
+  it('gives the client its job id and previous change_ids, and the change_ids reach the ledger', async () => {
+    await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
+    const vm = uniqueName('vm');
+    const disk = vmWithDisk(vm);
+    const fullId = uniqueName('job-');
+    await startFull(fullId, vm, disk);
+    const full = await world.waitForJob(fullId, (j) => j.status === 'completed', 30_000);
+    const [fullDisk] = await world.rows<{ change_id: string; target_path: string }>(
+      'SELECT change_id, target_path FROM backup_disks WHERE job_id = ?',
+      [full.id],
+    );
+    expect(fullDisk?.change_id).toMatch(/^[0-9a-f-]{36}\/1$/);
+    expect(sameContent(disk.source, disk.target).same).toBe(true);
+
+    // The incremental: the child must see the full's change_id for its disk.
+    writeDisk(disk.source, [{ offset: 0, length: 64 * 1024, pattern: 0x11 }]);
+    const incId = uniqueName('job-');
+    const incTarget = join(tmp.dir, 'repo', vm, incId, 'disk-0.qcow2');
+    await world.publish('backup.start', incId, {
+      vmName: vm,
+      backupType: 'incremental',
+      repositoryId,
+      parentJobId: fullId,
+      disks: [
+        {
+          diskKey: 'disk-0',
+          source: disk.source,
+          targetPath: incTarget,
+          backingPath: disk.target,
+          previousChangeId: fullDisk?.change_id as string,
+        },
+      ],
+    });
+    await world.waitForJob(incId, (j) => j.status === 'completed', 30_000);
+    const seen = JSON.parse(readFileSync(join(tmp.dir, `client-env-${incId}.json`), 'utf8')) as {
+      TIDEMARK_JOB_ID: string;
+      TIDEMARK_PREVIOUS_CHANGE_ID: string;
+      argv: string[];
+      envKeys: string[];
+    };
+    expect(seen.TIDEMARK_JOB_ID).toBe(incId);
+    expect(JSON.parse(seen.TIDEMARK_PREVIOUS_CHANGE_ID)).toEqual({
+      'disk-0': fullDisk?.change_id,
+    });
+    expect(seen.argv.slice(0, 2)).toEqual(['backup', '--job']);
+    // Nothing of the runner's own environment (its NATS URL, tokens) leaks into the child.
+    expect(
+      seen.envKeys.filter(
+        (k) =>
+          !['PATH', 'TIDEMARK_LOG_LEVEL', 'TIDEMARK_WORK_DIR'].includes(k) &&
+          !k.startsWith('TIDEMARK_JOB_ID') &&
+          k !== 'TIDEMARK_PREVIOUS_CHANGE_ID',
+      ),
+    ).toEqual([]);
+    const [incDisk] = await world.rows<{ change_id: string; previous_change_id: string }>(
+      'SELECT d.change_id, d.previous_change_id FROM backup_disks d JOIN backup_jobs j ON j.id = d.job_id WHERE j.id = ?',
+      [(await world.job(incId))?.id],
+    );
+    expect(incDisk?.change_id).toMatch(/\/2$/);
+    expect(sameContent(disk.source, incTarget).same).toBe(true);
+  });
+
+  it('spreads six jobs over two runners, each job run once', async () => {
+    const a = await runner();
+    const b = await runner();
+    const jobs = Array.from({ length: 6 }, () => ({
+      vm: uniqueName('vm'),
+      jobId: uniqueName('job-'),
+    }));
+    for (const j of jobs) await startFull(j.jobId, j.vm, vmWithDisk(j.vm));
+    for (const j of jobs) await world.waitForJob(j.jobId, (r) => r.status === 'completed', 60_000);
+    const sa = a.stats();
+    const sb = b.stats();
+    expect(sa.received + sb.received).toBe(6);
+    expect(sa.started + sb.started).toBe(6);
+    expect(sa.completed + sb.completed).toBe(6);
+    expect(sa.started).toBeGreaterThan(0);
+    expect(sb.started).toBeGreaterThan(0);
+  });
+
+  it.each([
+    ['garbage', 'CLIENT_OUTPUT_INVALID'],
+    ['exit', 'CLIENT_EXITED'],
+  ] as const)('a client that prints %s ends the job failed with %s', async (mode, code) => {
+    await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, mode) });
+    const vm = uniqueName('vm');
+    const jobId = uniqueName('job-');
+    await startFull(jobId, vm, vmWithDisk(vm));
+    const job = await world.waitForJob(jobId, (j) => j.status === 'failed', 30_000);
+    expect(job.error_code).toBe(code);
+  });
+
+  it('keeps a job longer than the ack wait alive: it is not redelivered while it runs', async () => {
+    const slow = fakeClientFile(tmp.dir, 'slow');
+    const a = await runner({ TIDEMARK_RUNNER_CLIENT: slow, TIDEMARK_RUNNER_ACK_WAIT_MS: '1500' });
+    const b = await runner({ TIDEMARK_RUNNER_CLIENT: slow, TIDEMARK_RUNNER_ACK_WAIT_MS: '1500' });
+    const vm = uniqueName('vm');
+    const jobId = uniqueName('job-');
+    await startFull(jobId, vm, vmWithDisk(vm));
+    await world.waitForJob(jobId, (j) => j.status === 'completed', 30_000);
+    await new Promise((r) => setTimeout(r, 2000)); // a redelivery would show by now
+    expect(a.stats().received + b.stats().received).toBe(1);
+    expect(a.stats().started + b.stats().started).toBe(1);
+  });
+});

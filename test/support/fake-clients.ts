@@ -1,0 +1,65 @@
+/**
+ * Stand-ins the runner can be pointed at (TIDEMARK_RUNNER_CLIENT, through a one-line wrapper
+ * file that `fakeClientFile` writes) to see what the runner does with a client:
+ * - `record` writes what the child process received, then runs the real client;
+ * - `garbage` prints lines that are not the client's protocol and exits 0;
+ * - `exit` exits 3 with only a log line;
+ * - `slow` waits 4 s, then runs the real client.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+
+const repoRoot = [resolve(__dirname, '../..'), resolve(__dirname, '../../..')].find((dir) =>
+  existsSync(join(dir, 'services', 'backup-client', 'package.json')),
+) as string;
+const realClient = join(repoRoot, 'services/backup-client/dist/main.js');
+
+function runReal(): never {
+  const r = spawnSync(process.execPath, [realClient, ...process.argv.slice(2)], {
+    stdio: 'inherit',
+  });
+  process.exit(r.status ?? 1);
+}
+
+export function fakeClient(mode: string): void {
+  const work = process.env.TIDEMARK_WORK_DIR ?? '.';
+  const jobId = process.env.TIDEMARK_JOB_ID ?? 'none';
+  switch (mode) {
+    case 'record':
+      writeFileSync(
+        join(dirname(work), `client-env-${jobId}.json`),
+        JSON.stringify({
+          TIDEMARK_JOB_ID: process.env.TIDEMARK_JOB_ID ?? null,
+          TIDEMARK_PREVIOUS_CHANGE_ID: process.env.TIDEMARK_PREVIOUS_CHANGE_ID ?? null,
+          argv: process.argv.slice(2),
+          envKeys: Object.keys(process.env).sort(),
+        }),
+      );
+      return runReal();
+    case 'garbage':
+      process.stdout.write('Starting copy... 10%\n{"type":"result","status":"completed"}\n');
+      process.exit(0);
+      break;
+    case 'exit':
+      process.stderr.write('something went wrong\n');
+      process.exit(3);
+      break;
+    case 'slow':
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 4000);
+      return runReal();
+    default:
+      throw new Error(`unknown fake client ${mode}`);
+  }
+}
+
+/** Writes `<dir>/<mode>-client.js`, a client entry that behaves as `mode`. */
+export function fakeClientFile(dir: string, mode: 'record' | 'garbage' | 'exit' | 'slow'): string {
+  const file = join(dir, `${mode}-client.js`);
+  const compiled = join(repoRoot, 'test/dist/support/fake-clients.js');
+  writeFileSync(
+    file,
+    `require(${JSON.stringify(compiled)}).fakeClient(${JSON.stringify(mode)});\n`,
+  );
+  return file;
+}
