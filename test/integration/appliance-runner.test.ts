@@ -2,17 +2,27 @@
  * The appliance-runner between real NATS JetStream, the real ledger on MariaDB/MySQL and the
  * real backup client copying real qcow2 images.
  */
-import { readFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLogger } from '@tidemark/shared';
 import { RunnerConfigSchema } from '@tidemark/appliance-runner/config';
 import { startRunner, type Runner } from '@tidemark/appliance-runner/runner';
-import { clientMain, createImage, MiB, sameContent, tempDir, writeDisk } from '../support/disks';
+import {
+  clientMain,
+  createImage,
+  MiB,
+  run,
+  sameContent,
+  tempDir,
+  writeDisk,
+} from '../support/disks';
 import { fakeClientFile } from '../support/fake-clients';
 import { createLedgerWorld, seedReferences, type LedgerWorld } from '../support/ledger-harness';
-import { uniqueName } from '../support/env';
+import { uniqueName, waitFor } from '../support/env';
 
 const tmp = tempDir('tidemark-runner-');
+const runnerMain = clientMain.replace('backup-client', 'appliance-runner');
 let world: LedgerWorld;
 let repositoryId: string;
 const runners: Runner[] = [];
@@ -65,6 +75,21 @@ async function startFull(jobId: string, vm: string, disk: { source: string; targ
   });
 }
 
+/** The runner as its own process, as it runs on an appliance. */
+function runnerProcess(env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, [runnerMain], {
+    env: {
+      PATH: process.env.PATH,
+      ...world.env,
+      TIDEMARK_RUNNER_WORK_DIR: tmp.dir,
+      TIDEMARK_RUNNER_CLIENT: clientMain,
+      TIDEMARK_LOG_LEVEL: process.env.RUNNER_TEST_LOG === '1' ? 'info' : 'warn',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+}
+
 describe('appliance-runner', () => {
   it('gives the client its job id and previous change_ids, and the change_ids reach the ledger', async () => {
     await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
@@ -112,14 +137,15 @@ describe('appliance-runner', () => {
     });
     expect(seen.argv.slice(0, 2)).toEqual(['backup', '--job']);
     // Nothing of the runner's own environment (its NATS URL, tokens) leaks into the child.
-    expect(
-      seen.envKeys.filter(
-        (k) =>
-          !['PATH', 'TIDEMARK_LOG_LEVEL', 'TIDEMARK_WORK_DIR'].includes(k) &&
-          !k.startsWith('TIDEMARK_JOB_ID') &&
-          k !== 'TIDEMARK_PREVIOUS_CHANGE_ID',
-      ),
-    ).toEqual([]);
+    const expectedKeys = [
+      'PATH',
+      'TIDEMARK_EXIT_WITH_PARENT',
+      'TIDEMARK_JOB_ID',
+      'TIDEMARK_LOG_LEVEL',
+      'TIDEMARK_PREVIOUS_CHANGE_ID',
+      'TIDEMARK_WORK_DIR',
+    ];
+    expect(seen.envKeys.filter((k) => !expectedKeys.includes(k))).toEqual([]);
     const [incDisk] = await world.rows<{ change_id: string; previous_change_id: string }>(
       'SELECT d.change_id, d.previous_change_id FROM backup_disks d JOIN backup_jobs j ON j.id = d.job_id WHERE j.id = ?',
       [(await world.job(incId))?.id],
@@ -169,5 +195,51 @@ describe('appliance-runner', () => {
     await new Promise((r) => setTimeout(r, 2000)); // a redelivery would show by now
     expect(a.stats().received + b.stats().received).toBe(1);
     expect(a.stats().started + b.stats().started).toBe(1);
+  });
+
+  it('redoes the job of a runner SIGKILLed mid-copy on another runner, once, from a clean start', async () => {
+    const vm = uniqueName('vm');
+    const source = join(tmp.dir, `${vm}.qcow2`);
+    createImage(source, 160 * MiB);
+    writeDisk(source, [{ offset: 0, length: 160 * MiB, pattern: 0x42 }]);
+    const target = join(tmp.dir, 'repo', vm, 'job', 'disk-0.qcow2');
+    const jobId = uniqueName('job-');
+    // Runner A copies at 20 MB/s (8 s for this disk), so it is killed in the middle of it.
+    const a = runnerProcess({
+      TIDEMARK_RUNNER_ID: 'runner-a',
+      TIDEMARK_RUNNER_ACK_WAIT_MS: '2000',
+      TIDEMARK_COPY_MAX_MBPS: '20',
+    });
+    const progress = world.nc.subscribe(world.topo.subjectFor('backup.progress'));
+    await startFull(jobId, vm, { source, target });
+    for await (const m of progress) {
+      const ev = m.json<{
+        jobId: string;
+        data: { disks: Array<{ bytesDone: number; bytesTotal: number }> };
+      }>();
+      const d = ev.data.disks[0];
+      if (ev.jobId === jobId && d && d.bytesDone > 0 && d.bytesDone < d.bytesTotal) break;
+    }
+    progress.unsubscribe();
+    a.kill('SIGKILL');
+    await new Promise((r) => a.once('exit', r));
+    // A's client notices its runner is gone and stops: no qemu-nbd of A's left behind.
+    await waitFor(
+      'runner A client gone',
+      async () => !run('ps', ['-eo', 'args']).includes(target),
+      10_000,
+    );
+
+    const b = await runner({ TIDEMARK_RUNNER_ACK_WAIT_MS: '2000' });
+    await world.waitForJob(jobId, (j) => j.status === 'completed', 60_000);
+    await waitFor('runner B done', async () => b.stats().completed === 1 && b.running() === 0);
+    expect(sameContent(source, target).same).toBe(true);
+    expect(
+      await world.count(
+        "SELECT COUNT(*) FROM processed_events WHERE job_id = ? AND event_type = 'backup.completed'",
+        [jobId],
+      ),
+    ).toBe(1);
+    expect(existsSync(`${target}.partial`)).toBe(false);
   });
 });

@@ -234,7 +234,9 @@ describe('a bitmap left inconsistent', () => {
     const sock = join(tmp.dir, 'crash.sock');
     const { spawn } = await import('node:child_process');
     const holder = spawn('qemu-nbd', ['-f', 'qcow2', `--socket=${sock}`, src], { stdio: 'ignore' });
-    for (let i = 0; i < 200 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 10));
+    // Killed only once it has marked the bitmaps in use on disk (after it opened the image).
+    for (let i = 0; i < 500 && !bitmapNames(src)[0]?.flags.includes('in-use'); i++)
+      await new Promise((r) => setTimeout(r, 10));
     holder.kill('SIGKILL');
     await new Promise((r) => holder.once('exit', r));
     expect(bitmapNames(src)[0]?.flags).toContain('in-use');

@@ -55,8 +55,15 @@ export type ClientOutcome =
     };
 
 export interface ClientRun {
-  /** Resolves when the client has exited and its output is read. */
+  /**
+   * The client's result: as soon as it prints a completed one (it then waits for `commit()`),
+   * else when it has exited.
+   */
   outcome: Promise<ClientOutcome>;
+  /** Tells the client its result is on the bus: it may forget the old change tracking. */
+  commit(): void;
+  /** Resolves when the client process has exited. */
+  exited: Promise<void>;
   /** Asks the client to stop (SIGTERM: it cleans up and exits); SIGKILL after `graceMs`. */
   stop(graceMs?: number): void;
 }
@@ -86,12 +93,22 @@ export async function startClient(opts: {
     TIDEMARK_PREVIOUS_CHANGE_ID: JSON.stringify(previous),
     TIDEMARK_WORK_DIR: opts.workDir,
     TIDEMARK_LOG_LEVEL: process.env.TIDEMARK_LOG_LEVEL ?? 'info',
+    // The client stops when our end of its stdin closes: it never outlives a dead runner.
+    TIDEMARK_EXIT_WITH_PARENT: '1',
   };
+  // Copy tuning is the operator's to set on the runner; it passes through.
+  for (const key of [
+    'TIDEMARK_COPY_CHUNK_KIB',
+    'TIDEMARK_COPY_IN_FLIGHT',
+    'TIDEMARK_COPY_MAX_MBPS',
+  ] as const)
+    if (process.env[key]) env[key] = process.env[key];
   const child = spawn(process.execPath, [opts.clientMain, 'backup', '--job', jobFile], {
     env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'],
   });
   let result: ClientOutcome | undefined;
+  let resolveOutcome: (o: ClientOutcome) => void = () => undefined;
   let garbage = 0;
   const stdout = createInterface({ input: child.stdout });
   stdout.on('line', (text) => {
@@ -108,9 +125,10 @@ export async function startClient(opts: {
     }
     const line = parsed.data;
     if (line.type === 'progress') opts.onProgress(line);
-    else if (line.status === 'completed')
+    else if (line.status === 'completed') {
       result = { status: 'completed', disks: line.disks, bytesTransferred: line.bytesTransferred };
-    else
+      resolveOutcome(result);
+    } else
       result = {
         status: 'failed',
         code: /^[A-Z0-9_]{1,64}$/.test(line.code) ? line.code : 'CLIENT_FAILED',
@@ -126,7 +144,9 @@ export async function startClient(opts: {
     // The client logs JSON lines of its own (with jobId); pass them on as they are.
     opts.log.debug({ client: text.slice(0, 2000) }, 'client log');
   });
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
   const outcome = new Promise<ClientOutcome>((resolve) => {
+    resolveOutcome = resolve;
     let spawnError: Error | undefined;
     child.on('error', (err) => (spawnError = err));
     child.on('close', (code, signal) => {
@@ -154,8 +174,13 @@ export async function startClient(opts: {
       );
     });
   });
+  child.stdin.on('error', () => undefined); // the client may be gone already
   return {
     outcome,
+    exited,
+    commit() {
+      child.stdin.end('commit\n');
+    },
     stop(graceMs = 10_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');

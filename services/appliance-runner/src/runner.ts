@@ -171,6 +171,19 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         }
         throw err;
       }
+      if (attempt > 1 && event.jobType === 'backup') {
+        // An earlier attempt of this job (its runner died) may have left files: this job's
+        // own targets, under the lock now held here. Start clean. (A replica is updated in
+        // place and stays: the retry copies every change since the old change_id again.)
+        for (const d of start.disks)
+          for (const f of [
+            d.targetPath,
+            `${d.targetPath}.partial`,
+            `${d.targetPath}.tidemark.json`,
+          ])
+            await rm(f, { force: true });
+        jobLog.info("earlier attempt's files removed");
+      }
       jobLog.info({ disks: start.disks.map((d) => d.diskKey) }, 'job started');
       counts.started++;
       // Progress sequences rise across attempts: a later attempt's events are never "older".
@@ -224,6 +237,8 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
           }),
           jobLog,
         );
+        client.commit();
+        await client.exited;
         counts.completed++;
         jobLog.info(
           { changeIds: outcome.disks.map((d) => `${d.diskKey}=${d.changeId}`) },

@@ -26,7 +26,14 @@ export interface RunDeps {
   progress: ProgressReporter;
   workDir: string;
   signal: AbortSignal;
-  copy?: { chunkSize?: number; inFlight?: number };
+  copy?: { chunkSize?: number; inFlight?: number; maxBytesPerSecond?: number };
+  /**
+   * Called with the completed result before the old change tracking is removed; the client
+   * commits only if it resolves true. The runner uses it to commit only after the result is
+   * on the bus: if the runner dies first, the next attempt can still start from the old
+   * change_id.
+   */
+  confirmCommit?: (result: ResultLine) => Promise<boolean>;
 }
 
 type Disk = StartData['disks'][number];
@@ -181,7 +188,20 @@ export async function runJob(job: ClientJob, deps: RunDeps): Promise<ResultLine>
   const all = [...runs.values()];
   const failed = all.filter((r) => r.error);
   const finished = all.flatMap((r) => (r.result ? [r.result] : []));
-  if (failed.length === 0) {
+  const completed: ResultLine = {
+    type: 'result',
+    jobId: job.jobId,
+    status: 'completed',
+    disks: finished,
+    bytesTransferred: finished.reduce((s, d) => s + d.bytesTransferred, 0),
+  };
+  const commit =
+    failed.length === 0 && (deps.confirmCommit ? await deps.confirmCommit(completed) : true);
+  if (failed.length === 0 && !commit)
+    deps.log.warn(
+      'result not confirmed: the old change tracking is kept (both change_ids stay usable)',
+    );
+  if (commit) {
     for (const r of all) {
       await r.snapshot
         ?.commit()
@@ -196,14 +216,7 @@ export async function runJob(job: ClientJob, deps: RunDeps): Promise<ResultLine>
       deps.log.warn({ err: String(c.reason) }, 'source point in time not fully released');
   deps.progress.stop();
   deps.progress.emit();
-  if (failed.length === 0)
-    return {
-      type: 'result',
-      jobId: job.jobId,
-      status: 'completed',
-      disks: finished,
-      bytesTransferred: finished.reduce((s, d) => s + d.bytesTransferred, 0),
-    };
+  if (failed.length === 0) return completed;
   const first = (failed.find((r) => r.error?.code !== 'INTERRUPTED') ?? failed[0]) as DiskRun;
   const error = first.error as ClientError;
   return {

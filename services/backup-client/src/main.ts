@@ -115,16 +115,36 @@ async function backup(args: string[], log: Logger): Promise<number> {
   const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-client-'));
   const abort = new AbortController();
   let interrupts = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
+  const onSignal = (signal: NodeJS.Signals | 'parent-gone'): void => {
     interrupts++;
     jobLog.warn({ signal }, 'interrupted: stopping the copy and cleaning up');
-    abort.abort(new ClientError('INTERRUPTED', `interrupted by ${signal}`, true));
+    abort.abort(new ClientError('INTERRUPTED', `interrupted (${signal})`, true));
     // The NBD servers are stopped so requests in flight end now, not when they complete.
     void stopAllServers();
     if (interrupts > 1) process.exit(130);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // Under a runner: stdin is a pipe from it. It writes "commit" once our result is on the bus;
+  // when the pipe closes the runner is gone (even SIGKILLed) and the job will be redone
+  // elsewhere, so a copy still running stops and cleans up.
+  const underRunner = process.env.TIDEMARK_EXIT_WITH_PARENT === '1';
+  let resultPrinted = false;
+  let stdinClosed = false;
+  let confirm: ((yes: boolean) => void) | undefined;
+  if (underRunner) {
+    let buffered = '';
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', (chunk: string) => {
+      buffered += chunk;
+      if (buffered.includes('commit\n')) confirm?.(true);
+    });
+    process.stdin.once('close', () => {
+      stdinClosed = true;
+      if (confirm) confirm(false);
+      else if (!resultPrinted) onSignal('parent-gone');
+    });
+  }
   const intervalMs = Number(process.env.TIDEMARK_PROGRESS_INTERVAL_MS ?? 1000);
   const progress = new ProgressReporter(job.jobId, out, intervalMs > 0 ? intervalMs : 1000);
   let result: ResultLine;
@@ -140,6 +160,14 @@ async function backup(args: string[], log: Logger): Promise<number> {
       workDir,
       signal: abort.signal,
       copy: copyTuning(),
+      confirmCommit: underRunner
+        ? async (completed) => {
+            out(completed);
+            resultPrinted = true;
+            if (stdinClosed) return false;
+            return new Promise<boolean>((resolve) => (confirm = resolve));
+          }
+        : undefined,
     });
   } finally {
     await stopAllServers();
@@ -153,15 +181,26 @@ async function backup(args: string[], log: Logger): Promise<number> {
       retryable: true,
     };
   }
-  out(result);
+  if (!resultPrinted) out(result);
   jobLog.info({ status: result.status }, 'job ended');
+  process.stdin.destroy();
   if (result.status === 'completed') return 0;
   return abort.signal.aborted ? 130 : 1;
 }
 
-/** Optional tuning: TIDEMARK_COPY_CHUNK_KIB (request size) and TIDEMARK_COPY_IN_FLIGHT. */
-function copyTuning(): { chunkSize?: number; inFlight?: number } {
-  const out: { chunkSize?: number; inFlight?: number } = {};
+/**
+ * Optional tuning: TIDEMARK_COPY_CHUNK_KIB (request size), TIDEMARK_COPY_IN_FLIGHT and
+ * TIDEMARK_COPY_MAX_MBPS (a read-rate limit, MB = 10^6 bytes, per disk).
+ */
+function copyTuning(): { chunkSize?: number; inFlight?: number; maxBytesPerSecond?: number } {
+  const out: { chunkSize?: number; inFlight?: number; maxBytesPerSecond?: number } = {};
+  const mbps = process.env.TIDEMARK_COPY_MAX_MBPS;
+  if (mbps !== undefined && mbps !== '') {
+    const n = Number(mbps);
+    if (!Number.isFinite(n) || n <= 0 || n > 100_000)
+      throw new UsageError(`TIDEMARK_COPY_MAX_MBPS: must be a number above 0, not "${mbps}"`);
+    out.maxBytesPerSecond = n * 1e6;
+  }
   const kib = process.env.TIDEMARK_COPY_CHUNK_KIB;
   if (kib !== undefined && kib !== '') {
     const n = Number(kib);

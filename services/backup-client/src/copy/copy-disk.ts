@@ -23,6 +23,8 @@ export interface CopyOptions {
   chunkSize?: number;
   /** Chunks being copied at once. Default 32. */
   inFlight?: number;
+  /** Most bytes of data read per second (to spare production storage); unlimited if unset. */
+  maxBytesPerSecond?: number;
   /** Called after every chunk with the bytes of data copied so far. */
   onProgress?: (bytesDone: number) => void;
   signal?: AbortSignal;
@@ -105,6 +107,16 @@ export async function copyPlan(
   const queue = chunks(plan.data, chunkSize);
   let failed = false;
   const digester = await createDigester();
+  // A token bucket shared by the workers: each chunk reserves its slot in time.
+  let nextSlot = performance.now();
+  const throttle = async (bytes: number): Promise<void> => {
+    const rate = options.maxBytesPerSecond;
+    if (!rate) return;
+    const now = performance.now();
+    const at = Math.max(now, nextSlot);
+    nextSlot = at + (bytes / rate) * 1000;
+    if (at > now) await new Promise((r) => setTimeout(r, at - now));
+  };
   const worker = async (): Promise<void> => {
     // Each worker reuses one buffer: no allocation (and no garbage) per chunk.
     const buffer = Buffer.allocUnsafe(chunkSize);
@@ -112,6 +124,7 @@ export async function copyPlan(
       options.signal?.throwIfAborted();
       const { offset, length } = next.value;
       try {
+        await throttle(length);
         const data = await reader.readInto(offset, buffer.subarray(0, length));
         const digest = digester.digest(data);
         await writer.write(offset, data);
