@@ -15,6 +15,7 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readFileSync,
   rmSync,
   statSync,
   writeSync,
@@ -36,7 +37,7 @@ import { writeResults } from './stats';
 
 const GiB = 1024 * MiB;
 const SIZE_GIB = Number(process.env.TIDEMARK_BENCH_COPY_GIB ?? 4);
-const PAIRS = Math.max(1, Math.floor(Number(process.env.TIDEMARK_BENCH_PAIRS ?? 3)));
+const PAIRS = Math.max(1, Math.floor(Number(process.env.TIDEMARK_BENCH_PAIRS ?? 5)));
 const DATA_FRACTION = 0.9;
 const CHANGED_FRACTION = 0.01;
 const MB = 1e6;
@@ -230,6 +231,21 @@ function runClient(
   });
 }
 
+/**
+ * `sync`, then wait until the kernel has no dirty or writeback pages left (at most 30 s), so
+ * no run pays for the previous run's data still going to disk.
+ */
+async function settle(): Promise<void> {
+  spawnSync('sync');
+  for (let i = 0; i < 300; i++) {
+    const meminfo = readFileSync('/proc/meminfo', 'utf8');
+    const kb = (key: string): number =>
+      Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? 0);
+    if (kb('Dirty') + kb('Writeback') < 4096) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 let jobSeq = 0;
 
 /** One client process, timed from spawn to exit. */
@@ -361,7 +377,7 @@ export async function runCopyBench(): Promise<void> {
       let nbdcopySeconds = NaN;
       for (const which of clientFirst ? ['client', 'nbdcopy'] : ['nbdcopy', 'client']) {
         // Start each run with no dirty pages of the previous one still being written back.
-        spawnSync('sync');
+        await settle();
         if (which === 'client')
           client = await clientBackup(dir, source, { path: clientTarget, backingPath: null });
         else nbdcopySeconds = await nbdcopyBackup(dir, source, nbdcopyTarget);
@@ -399,7 +415,7 @@ export async function runCopyBench(): Promise<void> {
     // bitmap records them), then an incremental into an overlay on the full.
     const fullPath = path.join(out, 'inc-full.qcow2');
     const incPath = path.join(out, 'inc-1.qcow2');
-    spawnSync('sync');
+    await settle();
     const full = await clientBackup(dir, source, { path: fullPath, backingPath: null });
     log(`incremental: full backup took ${full.seconds.toFixed(2)} s`);
     const clusters = Math.ceil(size / CLUSTER);
@@ -416,7 +432,7 @@ export async function runCopyBench(): Promise<void> {
       }));
     writeDisk(source, writes);
     log(`incremental: wrote ${changed} of ${clusters} clusters with qemu-io`);
-    spawnSync('sync');
+    await settle();
     const inc = await clientBackup(dir, source, {
       path: incPath,
       backingPath: fullPath,
@@ -448,7 +464,7 @@ export async function runCopyBench(): Promise<void> {
         node: process.version,
       },
       description:
-        "One offline qcow2 source (random data in runs of 1-8 MiB, the rest holes) in the page cache. Pairs alternate the order of: the backup client process doing a full backup into a new qcow2 (wall time of the process; MB/s = bytesTransferred / time) and nbdcopy --flush between qemu-nbd exports made like the client's (source -r --shared=4, target --cache=writeback --aio=threads --shared=4, and the same environment: GLIBC_TUNABLES keeping qemu-nbd's request buffers on the heap; wall time includes qemu-img create and starting/stopping both servers; MB/s = dataBytes / time). `sync` before every timed run. MB = 10^6 bytes. ratio = median of per-pair client/nbdcopy MB/s. incrementalToFullTime: a client incremental after rewriting ~1% of the clusters with qemu-io, over the time of the full just before.",
+        "One offline qcow2 source (random data in runs of 1-8 MiB, the rest holes) in the page cache. Pairs alternate the order of: the backup client process doing a full backup into a new qcow2 (wall time of the process; MB/s = bytesTransferred / time) and nbdcopy --flush between qemu-nbd exports made like the client's (source -r --shared=4, target --cache=writeback --aio=threads --shared=4, and the same environment: GLIBC_TUNABLES keeping qemu-nbd's request buffers on the heap; wall time includes qemu-img create and starting/stopping both servers; MB/s = dataBytes / time). `sync` before every timed run, then a wait until no dirty or writeback pages are left. MB = 10^6 bytes. ratio = median of per-pair client/nbdcopy MB/s. incrementalToFullTime: a client incremental after rewriting ~1% of the clusters with qemu-io, over the time of the full just before.",
       sizeBytes: size,
       dataBytes,
       nbdcopyConfig,

@@ -242,4 +242,33 @@ describe('appliance-runner', () => {
     ).toBe(1);
     expect(existsSync(`${target}.partial`)).toBe(false);
   });
+
+  it('on SIGTERM takes no new job and fails a job still running after the grace period, retryable', async () => {
+    const vm = uniqueName('vm');
+    const source = join(tmp.dir, `${vm}.qcow2`);
+    createImage(source, 160 * MiB);
+    writeDisk(source, [{ offset: 0, length: 160 * MiB, pattern: 0x24 }]);
+    const target = join(tmp.dir, 'repo', vm, 'job', 'disk-0.qcow2');
+    const jobId = uniqueName('job-');
+    const a = runnerProcess({
+      TIDEMARK_RUNNER_ID: 'runner-term',
+      TIDEMARK_RUNNER_GRACE_MS: '500',
+      TIDEMARK_COPY_MAX_MBPS: '20',
+    });
+    const progress = world.nc.subscribe(world.topo.subjectFor('backup.progress'));
+    await startFull(jobId, vm, { source, target });
+    for await (const m of progress) {
+      const ev = m.json<{ jobId: string; data: { disks: Array<{ bytesDone: number }> } }>();
+      if (ev.jobId === jobId && (ev.data.disks[0]?.bytesDone ?? 0) > 0) break;
+    }
+    progress.unsubscribe();
+    const exited = new Promise<number | null>((r) => a.once('exit', (code) => r(code)));
+    a.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const job = await world.waitForJob(jobId, (j) => j.status === 'failed', 10_000);
+    expect(job.error_code).toBe('INTERRUPTED');
+    expect(existsSync(target)).toBe(false);
+    expect(existsSync(`${target}.partial`)).toBe(false);
+    expect(run('ps', ['-eo', 'args'])).not.toContain(target);
+  });
 });
