@@ -14,8 +14,10 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import {
   bitmapNames,
+  clientMain,
   CLUSTER,
   createImage,
   KiB,
@@ -390,6 +392,81 @@ describe('an interrupted client', () => {
       }),
     );
     expect(sameContent(src, again[0]?.targetPath as string).same).toBe(true);
+  });
+});
+
+describe('under a runner (TIDEMARK_EXIT_WITH_PARENT=1)', () => {
+  it('keeps the old change_id usable until the runner confirms the result', async () => {
+    const src = join(tmp.dir, 'confirm-src.qcow2');
+    createImage(src, 8 * MiB);
+    writeDisk(src, [{ offset: 0, length: 1 * MiB, pattern: 0x71 }]);
+    const [full] = completedDisks(
+      await backup('confirm-full', {
+        backupType: 'full',
+        disks: [{ diskKey: 'd0', source: src, targetPath: join(tmp.dir, 'confirm/full.qcow2') }],
+      }),
+    );
+    writeDisk(src, [{ offset: 2 * MiB, length: 64 * KiB, pattern: 0x72 }]);
+    // The "runner" reads the completed result and then dies without confirming it.
+    const jobFile = writeJob(tmp.dir, 'confirm-inc', {
+      backupType: 'incremental',
+      disks: [
+        {
+          diskKey: 'd0',
+          source: src,
+          targetPath: join(tmp.dir, 'confirm/inc.qcow2'),
+          backingPath: full?.targetPath,
+        },
+      ],
+    });
+    const child = spawn(process.execPath, [clientMain, 'backup', '--job', jobFile], {
+      env: {
+        PATH: process.env.PATH,
+        TIDEMARK_JOB_ID: 'confirm-inc',
+        TIDEMARK_PREVIOUS_CHANGE_ID: JSON.stringify({ d0: full?.changeId }),
+        TIDEMARK_EXIT_WITH_PARENT: '1',
+      },
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    let out = '';
+    await new Promise<void>((resolve) =>
+      child.stdout.on('data', (b: Buffer) => {
+        out += b.toString('utf8');
+        if (out.includes('"type":"result"')) resolve();
+      }),
+    );
+    child.stdin.end(); // gone without "commit"
+    const code = await new Promise((r) => child.once('exit', r));
+    expect(code).toBe(0);
+    const lost = JSON.parse(out.trim().split('\n').at(-1) as string) as {
+      status: string;
+      disks: Array<{ changeId: string }>;
+    };
+    expect(lost.status).toBe('completed');
+    // Both the old and the unconfirmed new change_id are still on the source.
+    const names = bitmapNames(src).map((b) => b.name);
+    expect(names).toContain(`tidemark.${full?.changeId.replace('/', '.')}`);
+    expect(names).toContain(`tidemark.${lost.disks[0]?.changeId.replace('/', '.')}`);
+    // The retry of the job starts from the old change_id, and its chain equals the source.
+    const [retry] = completedDisks(
+      await backup(
+        'confirm-retry',
+        {
+          backupType: 'incremental',
+          disks: [
+            {
+              diskKey: 'd0',
+              source: src,
+              targetPath: join(tmp.dir, 'confirm/retry.qcow2'),
+              backingPath: full?.targetPath,
+            },
+          ],
+        },
+        { d0: full?.changeId as string },
+      ),
+    );
+    expect(sameContent(src, retry?.targetPath as string).same).toBe(true);
+    expect(retry?.bytesTransferred).toBe(64 * KiB);
   });
 });
 

@@ -188,6 +188,9 @@ export async function runJob(job: ClientJob, deps: RunDeps): Promise<ResultLine>
   const all = [...runs.values()];
   const failed = all.filter((r) => r.error);
   const finished = all.flatMap((r) => (r.result ? [r.result] : []));
+  // The last progress line goes out before any result line: the result is always last.
+  deps.progress.stop();
+  deps.progress.emit();
   const completed: ResultLine = {
     type: 'result',
     jobId: job.jobId,
@@ -214,8 +217,6 @@ export async function runJob(job: ClientJob, deps: RunDeps): Promise<ResultLine>
   for (const c of closed)
     if (c.status === 'rejected')
       deps.log.warn({ err: String(c.reason) }, 'source point in time not fully released');
-  deps.progress.stop();
-  deps.progress.emit();
   if (failed.length === 0) return completed;
   const first = (failed.find((r) => r.error?.code !== 'INTERRUPTED') ?? failed[0]) as DiskRun;
   const error = first.error as ClientError;
