@@ -92,12 +92,16 @@ function runnerProcess(env: Record<string, string>): ChildProcess {
 
 describe('appliance-runner', () => {
   it('gives the client its job id and previous change_ids, and the change_ids reach the ledger', async () => {
-    await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
+    const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
+    // The ledger shows a job completed as soon as the event is applied; the client then still
+    // forgets the old bitmap (holding the image a moment). Wait for the runner to be idle.
+    const idle = () => waitFor('runner idle', async () => r.running() === 0);
     const vm = uniqueName('vm');
     const disk = vmWithDisk(vm);
     const fullId = uniqueName('job-');
     await startFull(fullId, vm, disk);
     const full = await world.waitForJob(fullId, (j) => j.status === 'completed', 30_000);
+    await idle();
     const [fullDisk] = await world.rows<{ change_id: string; target_path: string }>(
       'SELECT change_id, target_path FROM backup_disks WHERE job_id = ?',
       [full.id],
@@ -125,6 +129,7 @@ describe('appliance-runner', () => {
       ],
     });
     await world.waitForJob(incId, (j) => j.status === 'completed', 30_000);
+    await idle();
     const seen = JSON.parse(readFileSync(join(tmp.dir, `client-env-${incId}.json`), 'utf8')) as {
       TIDEMARK_JOB_ID: string;
       TIDEMARK_PREVIOUS_CHANGE_ID: string;
@@ -163,6 +168,7 @@ describe('appliance-runner', () => {
     }));
     for (const j of jobs) await startFull(j.jobId, j.vm, vmWithDisk(j.vm));
     for (const j of jobs) await world.waitForJob(j.jobId, (r) => r.status === 'completed', 60_000);
+    await waitFor('runners idle', async () => a.running() + b.running() === 0);
     const sa = a.stats();
     const sb = b.stats();
     expect(sa.received + sb.received).toBe(6);
