@@ -351,6 +351,42 @@ describe('the process contract', () => {
   });
 });
 
+describe('a source image another process holds', () => {
+  it('is waited for while briefly locked, and named in the error when it stays locked', async () => {
+    const src = join(tmp.dir, 'locked-src.qcow2');
+    createImage(src, 4 * MiB);
+    writeDisk(src, [{ offset: 0, length: 64 * KiB, pattern: 0x19 }]);
+    const hold = (ms: number) => {
+      const sock = join(tmp.dir, `hold-${ms}.sock`);
+      const p = spawn('qemu-nbd', ['-f', 'qcow2', `--socket=${sock}`, src], { stdio: 'ignore' });
+      const until = Date.now() + 5000;
+      while (!existsSync(sock) && Date.now() < until) run('sleep', ['0.01']);
+      if (ms > 0) setTimeout(() => p.kill('SIGTERM'), ms);
+      return p;
+    };
+    const brief = hold(700);
+    const ok = await backup('locked-brief', {
+      backupType: 'full',
+      disks: [{ diskKey: 'd0', source: src, targetPath: join(tmp.dir, 'locked/a.qcow2') }],
+    });
+    await new Promise((r) => (brief.exitCode !== null ? r(null) : brief.once('exit', r)));
+    expect(ok.result).toMatchObject({ status: 'completed' });
+
+    const forever = hold(0);
+    try {
+      const r = await backup('locked-forever', {
+        backupType: 'full',
+        disks: [{ diskKey: 'd0', source: src, targetPath: join(tmp.dir, 'locked/b.qcow2') }],
+      });
+      expect(r.result).toMatchObject({ status: 'failed', code: 'SOURCE_UNAVAILABLE' });
+      expect(String(r.result?.message)).toMatch(/lock.*open elsewhere/s);
+    } finally {
+      forever.kill('SIGTERM');
+      await new Promise((r) => forever.once('exit', r));
+    }
+  });
+});
+
 describe('an interrupted client', () => {
   it('stops on SIGTERM, exits 130 and leaves no server, socket or partial file behind', async () => {
     const src = join(tmp.dir, 'int-src.qcow2');

@@ -15,6 +15,24 @@ import {
 import type { Area, SourceDriver, SourceSnapshot } from './types';
 import { connectWithRetry, queryAreas } from './nbd-areas';
 
+/**
+ * Runs a qemu-img step, retrying for up to `ms` while the image is locked: the client of the
+ * previous job may still be removing its old bitmap for a moment after its result is recorded.
+ * A disk that stays locked (a running VM) fails after that.
+ */
+async function whileLocked<T>(step: () => Promise<T>, ms = 3000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await step();
+    } catch (err) {
+      if (!(err instanceof ToolError && /lock/i.test(err.stderr)) || Date.now() > deadline)
+        throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 function sourceError(source: string, err: unknown): ClientError {
   const detail = err instanceof ToolError ? err.stderr.trim() : String(err);
   const locked = /lock/i.test(detail);
@@ -43,7 +61,7 @@ export class QemuImageDriver implements SourceDriver {
     previousChangeId: string | null,
     workDir: string,
   ): Promise<SourceSnapshot> {
-    const info = await imageInfo(source).catch((err: unknown) => {
+    const info = await whileLocked(() => imageInfo(source)).catch((err: unknown) => {
       throw sourceError(source, err);
     });
     if (info.format !== 'qcow2')
@@ -73,11 +91,12 @@ export class QemuImageDriver implements SourceDriver {
     const nextName = bitmapName(plan.next);
     try {
       for (const later of plan.mergeIntoBase) {
-        await mergeBitmap(source, later.name, (plan.base as TrackedBitmap).name);
-        await bitmap(source, 'remove', later.name);
+        await whileLocked(() => mergeBitmap(source, later.name, (plan.base as TrackedBitmap).name));
+        await whileLocked(() => bitmap(source, 'remove', later.name));
       }
-      await bitmap(source, 'add', nextName);
-      if (plan.base) await bitmap(source, 'disable', plan.base.name);
+      await whileLocked(() => bitmap(source, 'add', nextName));
+      if (plan.base)
+        await whileLocked(() => bitmap(source, 'disable', (plan.base as TrackedBitmap).name));
     } catch (err) {
       throw sourceError(source, err);
     }
