@@ -29,6 +29,7 @@ import {
   rng,
   sameContent,
   writeDisk,
+  runClient,
   writeJob,
   type DiskWrite,
 } from '../support/disks';
@@ -200,37 +201,6 @@ interface ResultDisk {
 interface ClientBackup {
   seconds: number;
   disk: ResultDisk;
-}
-
-// Compiled to test/dist/bench: the client is built to services/backup-client/dist.
-const clientMain = path.resolve(__dirname, '../../../services/backup-client/dist/main.js');
-
-/** Runs the client as its own process (clean environment plus `env`); its last result line. */
-function runClient(
-  args: string[],
-  env: Record<string, string | undefined>,
-): Promise<{ code: number | null; result: Record<string, unknown> | undefined; stderr: string }> {
-  const childEnv: Record<string, string> = { PATH: process.env.PATH ?? '' };
-  for (const [k, v] of Object.entries(env)) if (v !== undefined) childEnv[k] = v;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [clientMain, ...args], {
-      env: childEnv,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => (stderr = (stderr + b.toString('utf8')).slice(-64_000)));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const lines = Buffer.concat(out)
-        .toString('utf8')
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-      resolve({ code, result: lines.filter((l) => l.type === 'result').at(-1), stderr });
-    });
-  });
 }
 
 /**

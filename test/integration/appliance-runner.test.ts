@@ -90,6 +90,23 @@ function runnerProcess(env: Record<string, string>): ChildProcess {
   });
 }
 
+/** Resolves on the first progress event of `jobId` that shows the copy under way. */
+async function midCopy(jobId: string): Promise<void> {
+  const progress = world.nc.subscribe(world.topo.subjectFor('backup.progress'));
+  try {
+    for await (const m of progress) {
+      const ev = m.json<{
+        jobId: string;
+        data: { disks: Array<{ bytesDone: number; bytesTotal: number }> };
+      }>();
+      const d = ev.data.disks[0];
+      if (ev.jobId === jobId && d && d.bytesDone > 0 && d.bytesDone < d.bytesTotal) return;
+    }
+  } finally {
+    progress.unsubscribe();
+  }
+}
+
 describe('appliance-runner', () => {
   it('gives the client its job id and previous change_ids, and the change_ids reach the ledger', async () => {
     const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
@@ -216,17 +233,8 @@ describe('appliance-runner', () => {
       TIDEMARK_RUNNER_ACK_WAIT_MS: '2000',
       TIDEMARK_COPY_MAX_MBPS: '20',
     });
-    const progress = world.nc.subscribe(world.topo.subjectFor('backup.progress'));
     await startFull(jobId, vm, { source, target });
-    for await (const m of progress) {
-      const ev = m.json<{
-        jobId: string;
-        data: { disks: Array<{ bytesDone: number; bytesTotal: number }> };
-      }>();
-      const d = ev.data.disks[0];
-      if (ev.jobId === jobId && d && d.bytesDone > 0 && d.bytesDone < d.bytesTotal) break;
-    }
-    progress.unsubscribe();
+    await midCopy(jobId);
     a.kill('SIGKILL');
     await new Promise((r) => a.once('exit', r));
     // A's client notices its runner is gone and stops: no qemu-nbd of A's left behind.
@@ -261,13 +269,8 @@ describe('appliance-runner', () => {
       TIDEMARK_RUNNER_GRACE_MS: '500',
       TIDEMARK_COPY_MAX_MBPS: '20',
     });
-    const progress = world.nc.subscribe(world.topo.subjectFor('backup.progress'));
     await startFull(jobId, vm, { source, target });
-    for await (const m of progress) {
-      const ev = m.json<{ jobId: string; data: { disks: Array<{ bytesDone: number }> } }>();
-      if (ev.jobId === jobId && (ev.data.disks[0]?.bytesDone ?? 0) > 0) break;
-    }
-    progress.unsubscribe();
+    await midCopy(jobId);
     const exited = new Promise<number | null>((r) => a.once('exit', (code) => r(code)));
     a.kill('SIGTERM');
     expect(await exited).toBe(0);

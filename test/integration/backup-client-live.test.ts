@@ -10,6 +10,7 @@ import {
   CLUSTER,
   createImage,
   MiB,
+  restoreRaw,
   rng,
   runClient,
   sameContent,
@@ -109,12 +110,7 @@ function completed(r: ClientRun): Array<{ diskKey: string; changeId: string; tar
   return r.result.disks as Array<{ diskKey: string; changeId: string; targetPath: string }>;
 }
 
-async function restore(top: string, name: string): Promise<string> {
-  const to = join(tmp.dir, `${name}.raw`);
-  const r = await runClient(['restore', '--from', top, '--to', to], {});
-  if (r.code !== 0) throw new Error(`restore failed: ${JSON.stringify(r.result)} ${r.stderr}`);
-  return to;
-}
+const restore = (top: string, name: string): Promise<string> => restoreRaw(tmp.dir, top, name);
 
 describe('a live disk with a guest writing during the backup', () => {
   it('backs up a point in time, and the next incremental too', async () => {

@@ -22,6 +22,7 @@ import {
   createImage,
   KiB,
   MiB,
+  restoreRaw,
   rng,
   run,
   runClient,
@@ -63,12 +64,7 @@ async function backup(
   });
 }
 
-async function restore(top: string, name: string): Promise<string> {
-  const to = join(tmp.dir, `${name}.raw`);
-  const r = await runClient(['restore', '--from', top, '--to', to], {});
-  if (r.code !== 0) throw new Error(`restore failed: ${JSON.stringify(r.result)} ${r.stderr}`);
-  return to;
-}
+const restore = (top: string, name: string): Promise<string> => restoreRaw(tmp.dir, top, name);
 
 describe('a two-disk VM: a full backup and three incrementals', () => {
   // Sizes that are not a multiple of 1 MiB; data with holes between.

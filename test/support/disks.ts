@@ -219,3 +219,11 @@ export async function startStorageDaemon(
     },
   };
 }
+
+/** Restores the chain whose top is `top` into `<dir>/<name>.raw` with the client; its path. */
+export async function restoreRaw(dir: string, top: string, name: string): Promise<string> {
+  const to = join(dir, `${name}.raw`);
+  const r = await runClient(['restore', '--from', top, '--to', to], {});
+  if (r.code !== 0) throw new Error(`restore failed: ${JSON.stringify(r.result)} ${r.stderr}`);
+  return to;
+}
