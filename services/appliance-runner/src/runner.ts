@@ -148,6 +148,7 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     }
     const slot: { client?: ClientRun } = {};
     active.set(event.jobId, slot);
+    let lock: Awaited<ReturnType<typeof lockTargets>> | undefined;
     const heartbeat = setInterval(
       () => {
         m.working();
@@ -155,7 +156,6 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       },
       Math.max(200, Math.floor(config.TIDEMARK_RUNNER_ACK_WAIT_MS / 3)),
     );
-    let lock: Awaited<ReturnType<typeof lockTargets>> | undefined;
     try {
       try {
         lock = await lockTargets(
@@ -267,6 +267,7 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     } catch (err) {
       // Something of the runner's own (not the client's) failed: give the job back.
       jobLog.error({ err: String(err) }, 'runner error; the job will be redelivered');
+      slot.client?.stop(); // the client must not go on (or wait for a commit) unwatched
       m.nak(5000);
     } finally {
       clearInterval(heartbeat);
@@ -291,7 +292,14 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         m.nak(); // not ours to start any more
         break;
       }
-      await runJob(m);
+      try {
+        await runJob(m);
+      } catch (err) {
+        // Only the runner's own bus work can end up here (a dead letter not stored, a
+        // failure not published): the job stays unacknowledged and comes back.
+        log.error({ err: String(err) }, 'job not handled; it will be redelivered');
+        m.nak(5000);
+      }
     }
   });
 

@@ -110,17 +110,23 @@ async function backup(args: string[], log: Logger): Promise<number> {
   const spec = readJobSpec(values.job);
   applyPreviousChangeIds(spec, process.env.TIDEMARK_PREVIOUS_CHANGE_ID);
   const job: ClientJob = { ...spec, jobId: jobId.data };
+  const copy = copyTuning();
   const jobLog = forJob(log, job.jobId, { jobType: job.jobType });
 
   const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-client-'));
   const abort = new AbortController();
   let interrupts = 0;
+  let resultPrinted = false;
+  let stdinClosed = false;
+  let committed = false;
+  let confirm: ((yes: boolean) => void) | undefined;
   const onSignal = (signal: NodeJS.Signals | 'parent-gone'): void => {
     interrupts++;
     jobLog.warn({ signal }, 'interrupted: stopping the copy and cleaning up');
     abort.abort(new ClientError('INTERRUPTED', `interrupted (${signal})`, true));
     // The NBD servers are stopped so requests in flight end now, not when they complete.
     void stopAllServers();
+    confirm?.(false); // a result not yet confirmed stays unconfirmed: keep the old bitmap
     if (interrupts > 1) process.exit(130);
   };
   process.on('SIGINT', onSignal);
@@ -129,15 +135,15 @@ async function backup(args: string[], log: Logger): Promise<number> {
   // when the pipe closes the runner is gone (even SIGKILLed) and the job will be redone
   // elsewhere, so a copy still running stops and cleans up.
   const underRunner = process.env.TIDEMARK_EXIT_WITH_PARENT === '1';
-  let resultPrinted = false;
-  let stdinClosed = false;
-  let confirm: ((yes: boolean) => void) | undefined;
   if (underRunner) {
     let buffered = '';
     process.stdin.setEncoding('utf8');
     process.stdin.on('data', (chunk: string) => {
       buffered += chunk;
-      if (buffered.includes('commit\n')) confirm?.(true);
+      if (buffered.includes('commit\n')) {
+        committed = true;
+        confirm?.(true);
+      }
     });
     process.stdin.once('close', () => {
       stdinClosed = true;
@@ -159,12 +165,13 @@ async function backup(args: string[], log: Logger): Promise<number> {
       progress,
       workDir,
       signal: abort.signal,
-      copy: copyTuning(),
+      copy,
       confirmCommit: underRunner
         ? async (completed) => {
             out(completed);
             resultPrinted = true;
-            if (stdinClosed) return false;
+            if (committed) return true;
+            if (stdinClosed || abort.signal.aborted) return false;
             return new Promise<boolean>((resolve) => (confirm = resolve));
           }
         : undefined,
