@@ -31,9 +31,12 @@ import {
   writeDisk,
   runClient,
   writeJob,
+  completedDisks,
+  type ResultDisk,
   type DiskWrite,
 } from '../support/disks';
 import { qemuNbdEnv } from '@tidemark/backup-client/qemu/image';
+import { runToolRaw, ToolError } from '@tidemark/backup-client/qemu/process';
 import { writeResults } from './stats';
 
 const GiB = 1024 * MiB;
@@ -55,23 +58,11 @@ function median(values: number[]): number {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
-/** Runs a command to completion; rejects with its stderr when it exits non-zero. */
-function exec(cmd: string, args: string[]): Promise<{ stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      const stdout = Buffer.concat(out).toString('utf8');
-      const stderr = Buffer.concat(err).toString('utf8');
-      if (code === 0) resolve({ stdout, stderr });
-      else
-        reject(new Error(`${cmd} ${args.join(' ')} failed (${code ?? signal}): ${stderr.trim()}`));
-    });
-  });
+/** Runs a command to completion; rejects (naming stderr) when it exits non-zero. */
+async function exec(cmd: string, args: string[]): Promise<{ stdout: string; stderr: string }> {
+  const r = await runToolRaw(cmd, args);
+  if (r.code !== 0) throw new ToolError(`${cmd} ${args.join(' ')}`, r.stderr, r.code);
+  return r;
 }
 
 function firstLine(cmd: string, args: string[]): string | null {
@@ -190,14 +181,6 @@ async function makeSource(
   return { image, dataBytes };
 }
 
-interface ResultDisk {
-  diskKey: string;
-  changeId: string;
-  bytesTransferred: number;
-  targetPath: string;
-  bytesTotal: number;
-}
-
 interface ClientBackup {
   seconds: number;
   disk: ResultDisk;
@@ -247,11 +230,8 @@ async function clientBackup(
     TIDEMARK_WORK_DIR: dir,
   });
   const seconds = (performance.now() - t0) / 1000;
-  const disk = (r.result?.disks as ResultDisk[] | undefined)?.[0];
-  if (r.code !== 0 || r.result?.status !== 'completed' || !disk)
-    throw new Error(
-      `client ${jobId} failed (exit ${r.code}): ${JSON.stringify(r.result)}\n${r.stderr.slice(-4000)}`,
-    );
+  const [disk] = completedDisks(r);
+  if (!disk) throw new Error(`client ${jobId} reported no disk`);
   return { seconds, disk };
 }
 

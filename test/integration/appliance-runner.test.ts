@@ -107,6 +107,23 @@ async function midCopy(jobId: string): Promise<void> {
   }
 }
 
+/**
+ * A runner process copying, at 20 MB/s, a full backup of a 160 MiB disk of data (8 s): resolves
+ * once its progress shows the copy under way.
+ */
+async function runnerProcessMidCopy(env: Record<string, string>) {
+  const vm = uniqueName('vm');
+  const source = join(tmp.dir, `${vm}.qcow2`);
+  createImage(source, 160 * MiB);
+  writeDisk(source, [{ offset: 0, length: 160 * MiB, pattern: 0x42 }]);
+  const target = join(tmp.dir, 'repo', vm, 'job', 'disk-0.qcow2');
+  const jobId = uniqueName('job-');
+  const a = runnerProcess({ TIDEMARK_COPY_MAX_MBPS: '20', ...env });
+  await startFull(jobId, vm, { source, target });
+  await midCopy(jobId);
+  return { a, source, target, jobId };
+}
+
 describe('appliance-runner', () => {
   it('gives the client its job id and previous change_ids, and the change_ids reach the ledger', async () => {
     const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
@@ -221,20 +238,11 @@ describe('appliance-runner', () => {
   });
 
   it('redoes the job of a runner SIGKILLed mid-copy on another runner, once, from a clean start', async () => {
-    const vm = uniqueName('vm');
-    const source = join(tmp.dir, `${vm}.qcow2`);
-    createImage(source, 160 * MiB);
-    writeDisk(source, [{ offset: 0, length: 160 * MiB, pattern: 0x42 }]);
-    const target = join(tmp.dir, 'repo', vm, 'job', 'disk-0.qcow2');
-    const jobId = uniqueName('job-');
-    // Runner A copies at 20 MB/s (8 s for this disk), so it is killed in the middle of it.
-    const a = runnerProcess({
+    // Runner A copies at 20 MB/s, so it is killed in the middle of the copy.
+    const { a, source, target, jobId } = await runnerProcessMidCopy({
       TIDEMARK_RUNNER_ID: 'runner-a',
       TIDEMARK_RUNNER_ACK_WAIT_MS: '2000',
-      TIDEMARK_COPY_MAX_MBPS: '20',
     });
-    await startFull(jobId, vm, { source, target });
-    await midCopy(jobId);
     a.kill('SIGKILL');
     await new Promise((r) => a.once('exit', r));
     // A's client notices its runner is gone and stops: no qemu-nbd of A's left behind.
@@ -258,19 +266,10 @@ describe('appliance-runner', () => {
   });
 
   it('on SIGTERM takes no new job and fails a job still running after the grace period, retryable', async () => {
-    const vm = uniqueName('vm');
-    const source = join(tmp.dir, `${vm}.qcow2`);
-    createImage(source, 160 * MiB);
-    writeDisk(source, [{ offset: 0, length: 160 * MiB, pattern: 0x24 }]);
-    const target = join(tmp.dir, 'repo', vm, 'job', 'disk-0.qcow2');
-    const jobId = uniqueName('job-');
-    const a = runnerProcess({
+    const { a, target, jobId } = await runnerProcessMidCopy({
       TIDEMARK_RUNNER_ID: 'runner-term',
       TIDEMARK_RUNNER_GRACE_MS: '500',
-      TIDEMARK_COPY_MAX_MBPS: '20',
     });
-    await startFull(jobId, vm, { source, target });
-    await midCopy(jobId);
     const exited = new Promise<number | null>((r) => a.once('exit', (code) => r(code)));
     a.kill('SIGTERM');
     expect(await exited).toBe(0);

@@ -8,6 +8,7 @@ import { NbdClient } from '@tidemark/backup-client/nbd/index';
 import {
   bitmapNames,
   CLUSTER,
+  completedDisks,
   createImage,
   MiB,
   restoreRaw,
@@ -18,7 +19,6 @@ import {
   tempDir,
   writeDisk,
   writeJob,
-  type ClientRun,
   type StorageDaemon,
 } from '../support/disks';
 
@@ -104,12 +104,6 @@ function pointInTime(seen: number[], writes: number[]): number {
   return k;
 }
 
-function completed(r: ClientRun): Array<{ diskKey: string; changeId: string; targetPath: string }> {
-  if (r.code !== 0 || r.result?.status !== 'completed')
-    throw new Error(`client failed (exit ${r.code}): ${JSON.stringify(r.result)}\n${r.stderr}`);
-  return r.result.disks as Array<{ diskKey: string; changeId: string; targetPath: string }>;
-}
-
 const restore = (top: string, name: string): Promise<string> => restoreRaw(tmp.dir, top, name);
 
 describe('a live disk with a guest writing during the backup', () => {
@@ -149,7 +143,7 @@ describe('a live disk with a guest writing during the backup', () => {
       while (writing && guest.writes.length < duringEnd + 50)
         await new Promise((r) => setTimeout(r, 5));
       if (writing) await guest.stop();
-      const [disk] = completed(r);
+      const [disk] = completedDisks(r);
       const k = pointInTime(stamps(await restore(disk?.targetPath as string, jobId)), guest.writes);
       // The point in time lies between writes the guest made before and after the client ran.
       expect(k).toBeGreaterThanOrEqual(before);
@@ -186,7 +180,7 @@ describe('a live disk with a guest writing during the backup', () => {
       backupType: 'full',
       disks: [{ diskKey: 'd0', source: daemon.source, targetPath: join(tmp.dir, 'k/full.qcow2') }],
     });
-    const [full] = completed(
+    const [full] = completedDisks(
       await runClient(['backup', '--job', fullJob], { TIDEMARK_JOB_ID: 'killed-full' }),
     );
     await daemon.stop('SIGKILL');

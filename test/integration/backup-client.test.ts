@@ -19,6 +19,7 @@ import {
   bitmapNames,
   clientMain,
   CLUSTER,
+  completedDisks,
   createImage,
   KiB,
   MiB,
@@ -31,25 +32,12 @@ import {
   writeDisk,
   writeJob,
   type ClientRun,
+  type ResultDisk,
   type DiskWrite,
 } from '../support/disks';
 
 const tmp = tempDir('tidemark-client-');
 afterAll(() => tmp.remove());
-
-interface ResultDisk {
-  diskKey: string;
-  changeId: string;
-  bytesTransferred: number;
-  targetPath: string;
-  bytesTotal: number;
-}
-
-function completedDisks(r: ClientRun): ResultDisk[] {
-  if (r.code !== 0 || r.result?.status !== 'completed')
-    throw new Error(`client failed (exit ${r.code}): ${JSON.stringify(r.result)}\n${r.stderr}`);
-  return r.result.disks as ResultDisk[];
-}
 
 async function backup(
   jobId: string,

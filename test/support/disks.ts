@@ -89,6 +89,24 @@ export interface ClientRun {
   stderr: string;
 }
 
+/** One disk of a completed result line. */
+export interface ResultDisk {
+  diskKey: string;
+  changeId: string;
+  bytesTransferred: number;
+  targetPath: string;
+  bytesTotal: number;
+}
+
+/** The disks of a completed run; throws with the result and the client's log otherwise. */
+export function completedDisks(r: ClientRun): ResultDisk[] {
+  if (r.code !== 0 || r.result?.status !== 'completed')
+    throw new Error(
+      `client failed (exit ${r.code}): ${JSON.stringify(r.result)}\n${r.stderr.slice(-4000)}`,
+    );
+  return r.result.disks as ResultDisk[];
+}
+
 /** Runs `tidemark-backup-client` as a process with `args`, `env` added to a clean environment. */
 export function runClient(
   args: string[],

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { FullBackupRequiredError } from '../errors';
 
 /** A change_id of the qemu driver: `<disk uuid>/<sequence>`, VMware's shape. */
 export interface QemuChangeId {
@@ -75,4 +76,42 @@ export function planRotation(
     return `bitmap ${bad.name}, made after change_id ${formatChangeId(previous)}, is inconsistent`;
   const seq = Math.max(...same.map((b) => b.id.seq)) + 1;
   return { next: { uuid: previous.uuid, seq }, base, mergeIntoBase: later };
+}
+
+export interface Rotation {
+  next: QemuChangeId;
+  base: TrackedBitmap | null;
+  mergeIntoBase: TrackedBitmap[];
+  /** Our bitmaps other than the next one: removed once the job succeeded. */
+  stale: TrackedBitmap[];
+}
+
+/**
+ * The rotation of one source, from the bitmaps on it (ours are picked out by name), or the
+ * typed "full backup required" naming the source. Both qemu drivers start here.
+ */
+export function rotationFor(
+  source: string,
+  bitmaps: Array<{ name: string; inconsistent: boolean }>,
+  previousChangeId: string | null,
+): Rotation {
+  const tracked: TrackedBitmap[] = [];
+  for (const b of bitmaps) {
+    const id = parseBitmapName(b.name);
+    if (id) tracked.push({ id, name: b.name, inconsistent: b.inconsistent });
+  }
+  let previous: QemuChangeId | null = null;
+  if (previousChangeId !== null && previousChangeId !== '*') {
+    previous = parseChangeId(previousChangeId);
+    if (!previous)
+      throw new FullBackupRequiredError(
+        `source ${source}: change_id "${previousChangeId}" was not made by this driver (expected <disk uuid>/<sequence>)`,
+        previousChangeId,
+      );
+  }
+  const plan = planRotation(tracked, previous);
+  if (typeof plan === 'string')
+    throw new FullBackupRequiredError(`source ${source}: ${plan}`, previousChangeId);
+  const nextName = bitmapName(plan.next);
+  return { ...plan, stale: tracked.filter((b) => b.name !== nextName) };
 }

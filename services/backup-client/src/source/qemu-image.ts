@@ -1,14 +1,12 @@
 import { isAbsolute } from 'node:path';
 import { NbdClient, type NbdAddress } from '../nbd/index';
-import { ClientError, FullBackupRequiredError } from '../errors';
+import { ClientError } from '../errors';
 import { bitmap, imageInfo, mergeBitmap, serveImage, type NbdExport } from '../qemu/image';
 import { ToolError } from '../qemu/process';
 import {
   bitmapName,
   formatChangeId,
-  parseBitmapName,
-  parseChangeId,
-  planRotation,
+  rotationFor,
   type QemuChangeId,
   type TrackedBitmap,
 } from './change-id';
@@ -70,24 +68,11 @@ export class QemuImageDriver implements SourceDriver {
         `source ${source}: format is ${info.format}; change tracking needs qcow2 with persistent dirty bitmaps`,
         false,
       );
-    const tracked: TrackedBitmap[] = [];
-    for (const b of info.bitmaps) {
-      const id = parseBitmapName(b.name);
-      if (id) tracked.push({ id, name: b.name, inconsistent: b.flags.includes('in-use') });
-    }
-    let previous: QemuChangeId | null = null;
-    if (previousChangeId !== null && previousChangeId !== '*') {
-      previous = parseChangeId(previousChangeId);
-      if (!previous)
-        throw new FullBackupRequiredError(
-          `source ${source}: change_id "${previousChangeId}" was not made by this driver (expected <disk uuid>/<sequence>)`,
-          previousChangeId,
-        );
-    }
-    const plan = planRotation(tracked, previous);
-    if (typeof plan === 'string')
-      throw new FullBackupRequiredError(`source ${source}: ${plan}`, previousChangeId);
-
+    const plan = rotationFor(
+      source,
+      info.bitmaps.map((b) => ({ name: b.name, inconsistent: b.flags.includes('in-use') })),
+      previousChangeId,
+    );
     const nextName = bitmapName(plan.next);
     try {
       for (const later of plan.mergeIntoBase) {
@@ -108,8 +93,14 @@ export class QemuImageDriver implements SourceDriver {
     }).catch((err: unknown) => {
       throw sourceError(source, err);
     });
-    const stale = tracked.filter((b) => b.name !== nextName);
-    return new QemuImageSnapshot(source, info.virtualSize, plan.next, plan.base, stale, exported);
+    return new QemuImageSnapshot(
+      source,
+      info.virtualSize,
+      plan.next,
+      plan.base,
+      plan.stale,
+      exported,
+    );
   }
 }
 

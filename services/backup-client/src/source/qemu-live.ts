@@ -1,19 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
-import { ClientError, FullBackupRequiredError } from '../errors';
+import { ClientError } from '../errors';
 import type { NbdClient } from '../nbd/index';
 import { createQcow2 } from '../qemu/image';
 import { QmpClient, QmpError } from '../qmp/client';
-import {
-  bitmapName,
-  formatChangeId,
-  parseBitmapName,
-  parseChangeId,
-  planRotation,
-  type QemuChangeId,
-  type TrackedBitmap,
-} from './change-id';
+import { bitmapName, formatChangeId, rotationFor, type TrackedBitmap } from './change-id';
 import { connectWithRetry, queryAreas } from './nbd-areas';
 import type { Area, SourceDriver, SourceSnapshot } from './types';
 
@@ -146,23 +138,13 @@ class LiveSnapshot implements SourceSnapshot {
         false,
       );
     this.size = node.image['virtual-size'] ?? 0;
-    const tracked: TrackedBitmap[] = [];
-    for (const b of node['dirty-bitmaps'] ?? []) {
-      const id = parseBitmapName(b.name);
-      if (id && b.persistent) tracked.push({ id, name: b.name, inconsistent: !!b.inconsistent });
-    }
-    let previous: QemuChangeId | null = null;
-    if (previousChangeId !== null && previousChangeId !== '*') {
-      previous = parseChangeId(previousChangeId);
-      if (!previous)
-        throw new FullBackupRequiredError(
-          `source ${this.source}: change_id "${previousChangeId}" was not made by this driver (expected <disk uuid>/<sequence>)`,
-          previousChangeId,
-        );
-    }
-    const plan = planRotation(tracked, previous);
-    if (typeof plan === 'string')
-      throw new FullBackupRequiredError(`source ${this.source}: ${plan}`, previousChangeId);
+    const plan = rotationFor(
+      this.source,
+      (node['dirty-bitmaps'] ?? [])
+        .filter((b) => b.persistent)
+        .map((b) => ({ name: b.name, inconsistent: !!b.inconsistent })),
+      previousChangeId,
+    );
     const nodeName = this.live.node;
     if (plan.base && plan.mergeIntoBase.length > 0) {
       // A failed job left newer bitmaps: fold them into the base (never an empty merge list:
@@ -186,7 +168,7 @@ class LiveSnapshot implements SourceSnapshot {
     }
     const next = bitmapName(plan.next);
     this.base = plan.base;
-    this.stale = tracked.filter((b) => b.name !== next).map((b) => b.name);
+    this.stale = plan.stale.map((b) => b.name);
     this.changeId = formatChangeId(plan.next);
     this.baseChangeId = plan.base ? formatChangeId(plan.base.id) : null;
 
