@@ -4,6 +4,7 @@ import { ValidationError, describeIssues, type FieldIssue } from '../errors';
 import { toFieldIssues } from '../validate';
 import { JobId } from './ids';
 import {
+  CancelDataV1,
   CompletedDataV1,
   FailedDataV1,
   ProgressDataV1,
@@ -22,6 +23,7 @@ export const eventVersions = {
   'backup.progress': { 1: ProgressDataV1 },
   'backup.completed': { 1: CompletedDataV1 },
   'backup.failed': { 1: FailedDataV1 },
+  'backup.cancel': { 1: CancelDataV1 },
 } as const;
 
 export type EventType = keyof typeof eventVersions;
@@ -33,6 +35,7 @@ export interface EventDataMap {
   'backup.progress': z.output<typeof ProgressDataV1>;
   'backup.completed': z.output<typeof CompletedDataV1>;
   'backup.failed': z.output<typeof FailedDataV1>;
+  'backup.cancel': z.output<typeof CancelDataV1>;
 }
 
 /** The input shape (defaults may be left out) a publisher hands to `makeEvent`. */
@@ -41,6 +44,7 @@ export interface EventInputMap {
   'backup.progress': z.input<typeof ProgressDataV1>;
   'backup.completed': z.input<typeof CompletedDataV1>;
   'backup.failed': z.input<typeof FailedDataV1>;
+  'backup.cancel': z.input<typeof CancelDataV1>;
 }
 
 export const CURRENT_VERSION = 1;

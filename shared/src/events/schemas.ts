@@ -112,8 +112,20 @@ export const FailedDataV1 = z.object({
   repositoryId: RecordId.optional(),
 });
 
+/**
+ * `backup.cancel` v1: someone asked for the job to stop. The ledger marks a queued or running job
+ * cancelled; the runner running it stops the client and removes what the attempt wrote. A copy
+ * that had already finished still reports `backup.completed`, and that completion is recorded:
+ * its change_ids are real backup points.
+ */
+export const CancelDataV1 = z.object({
+  /** Why, for the job's record; null when the caller gave none. */
+  reason: z.string().min(1).max(1024).nullable().default(null),
+});
+
 export type StartData = z.output<typeof StartDataV1>;
 export type ProgressData = z.output<typeof ProgressDataV1>;
 export type CompletedData = z.output<typeof CompletedDataV1>;
 export type CompletedDiskData = z.output<typeof CompletedDisk>;
 export type FailedData = z.output<typeof FailedDataV1>;
+export type CancelData = z.output<typeof CancelDataV1>;

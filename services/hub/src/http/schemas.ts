@@ -183,6 +183,14 @@ export const ListBackupsQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1000).default(50),
 });
 
+export const CancelJobBody = z
+  .strictObject({
+    /** Kept in the job's record as its error message. */
+    reason: z.string().min(1).max(1024).optional(),
+  })
+  // No body at all reaches the schema as null.
+  .nullish();
+
 // --- compatibility --------------------------------------------------------------------------
 
 export const CompleteBackupBody = z.strictObject({
@@ -193,6 +201,7 @@ export const ReplicationChangeIdBody = z.strictObject({
   change_id: ChangeId,
   bytes_transferred: ByteCount.optional(),
 });
-export const CompletionAccepted = z
+/** A request turned into an event for a job: the ledger shows its effect once it applied it. */
+export const EventAccepted = z
   .object({ job_id: z.string(), job_type: z.enum(jobTypes), event_id: z.string() })
-  .meta({ id: 'CompletionAccepted' });
+  .meta({ id: 'EventAccepted' });

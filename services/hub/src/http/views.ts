@@ -1,7 +1,7 @@
 // Domain views (camelCase, as the ledger reports them) rendered in the wire format.
 import type { JobView, PolicyView, RepositoryView, VmView } from '@tidemark/shared';
 import type { z } from 'zod';
-import type { StartedJob } from '../jobs/start-job';
+import type { PublishedJobEvent, StartedJob } from '../jobs/start-job';
 import type * as wire from './schemas';
 
 type Wire<S extends z.ZodType> = z.output<S>;
@@ -81,4 +81,9 @@ export function acceptedFields({ job, plan }: StartedJob): AcceptedFields {
       backing_path: d.backingPath,
     })),
   };
+}
+
+/** The 202 answer to a request that became an event for a job. */
+export function eventAcceptedView(done: PublishedJobEvent): Wire<typeof wire.EventAccepted> {
+  return { job_id: done.jobId, job_type: done.jobType, event_id: done.eventId };
 }

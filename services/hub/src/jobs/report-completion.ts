@@ -1,17 +1,11 @@
-import { ConflictError, forJob, makeEvent, type JobType } from '@tidemark/shared';
-import type { JobDeps } from './start-job';
+import { ConflictError, forJob, makeEvent } from '@tidemark/shared';
+import type { JobDeps, PublishedJobEvent } from './start-job';
 
 export interface CompletionReport {
   jobId: string;
   /** The one disk's new change_id. */
   changeId: string;
   bytesTransferred: number;
-}
-
-export interface ReportedCompletion {
-  jobId: string;
-  jobType: JobType;
-  eventId: string;
 }
 
 /**
@@ -22,7 +16,7 @@ export interface ReportedCompletion {
 export async function reportCompletion(
   deps: JobDeps,
   report: CompletionReport,
-): Promise<ReportedCompletion> {
+): Promise<PublishedJobEvent> {
   const job = await deps.bus.ask('jobs.get', { jobId: report.jobId });
   const log = forJob(deps.log, job.jobId, { jobType: job.jobType });
   if (job.disks.length !== 1) {

@@ -17,6 +17,13 @@ export interface JobDeps {
   log: Logger;
 }
 
+/** The event a request about a job turned into. */
+export interface PublishedJobEvent {
+  jobId: string;
+  jobType: JobType;
+  eventId: string;
+}
+
 export interface StartedJob {
   /** The queued job as the ledger recorded it. */
   job: JobView;

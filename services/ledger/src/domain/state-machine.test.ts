@@ -219,4 +219,53 @@ describe('job state machine', () => {
     expect(job).toMatchObject({ status: 'failed', errorCode: 'COPY_FAILED', retryable: true });
     expect(job.disks.get('d0')?.changeId).toBe('u0/7');
   });
+
+  describe('cancel', () => {
+    const cancel = (reason: string | null = 'operator asked') => ev('backup.cancel', { reason });
+
+    it.each([
+      ['queued', [] as AnyEvent[]],
+      ['running', [progress(1)]],
+    ])(
+      'given a %s job, when a cancel arrives, then it ends cancelled with the reason',
+      (_, before) => {
+        const job = run(start(), ...before, cancel());
+        expect(job).toMatchObject({
+          status: 'cancelled',
+          errorCode: 'CANCELLED',
+          errorMessage: 'operator asked',
+          retryable: false,
+        });
+        expect(job.completedAt).toBeInstanceOf(Date);
+      },
+    );
+
+    it("given a cancelled job, then progress and the runner's failure change nothing", () => {
+      const job = run(start(), progress(1), cancel(null));
+      expect(job.errorMessage).toBe('cancelled on request');
+      expect(decide(job, progress(2), ctx).kind).toBe('ignore');
+      const failed = ev('backup.failed', {
+        code: 'CANCELLED',
+        message: 'stopped',
+        retryable: false,
+      });
+      expect(decide(job, failed, ctx).kind).toBe('ignore');
+    });
+
+    it('given a cancelled job whose copy had already finished, when its completion arrives, then the change_ids are recorded', () => {
+      const job = run(start(), progress(1), cancel(), completed(['u0/3', 'u1/3']));
+      expect(job).toMatchObject({ status: 'completed', errorCode: null, retryable: null });
+      expect([...job.disks.values()].map((d) => d.changeId)).toEqual(['u0/3', 'u1/3']);
+    });
+
+    it('given a completed or failed job, when a cancel arrives, then nothing changes', () => {
+      expect(decide(run(start(), completed()), cancel(), ctx).kind).toBe('ignore');
+      const failed = ev('backup.failed', { code: 'X', message: 'x', retryable: true });
+      expect(decide(run(start(), failed), cancel(), ctx).kind).toBe('ignore');
+    });
+
+    it('defers a cancel for a job it does not know yet', () => {
+      expect(decide(null, cancel(), ctx).kind).toBe('defer');
+    });
+  });
 });

@@ -54,6 +54,8 @@ export function decide(job: JobRecord | null, event: AnyEvent, ctx: ApplyContext
       return onCompleted(job, event, ctx);
     case 'backup.failed':
       return onFailed(job, event, ctx);
+    case 'backup.cancel':
+      return onCancel(job, event);
     default: {
       const unknown: never = event;
       return reject('INVALID', `unknown event type ${(unknown as AnyEvent).type}`, 'type');
@@ -223,6 +225,9 @@ function onProgress(job: JobRecord | null, event: TidemarkEvent<'backup.progress
 /** A failure the system presumed (no word from the runner); a real completion overrides it. */
 const presumedFailures = new Set(['LEASE_EXPIRED', 'START_NOT_PUBLISHED']);
 
+/** The error code a cancelled job carries. */
+export const CANCELLED = 'CANCELLED';
+
 function onCompleted(
   job: JobRecord | null,
   event: TidemarkEvent<'backup.completed'>,
@@ -258,10 +263,9 @@ function onCompleted(
         'data.disks',
       );
     }
-    if (
-      job.status === 'cancelled' ||
-      (job.status === 'failed' && !presumedFailures.has(job.errorCode ?? ''))
-    ) {
+    // A cancel that reached the job after its copy had finished does not undo the copy: the
+    // completion's change_ids are real backup points, and losing them forces a full backup.
+    if (job.status === 'failed' && !presumedFailures.has(job.errorCode ?? '')) {
       return reject(
         'CONFLICT',
         `job ${job.jobId} already ended as ${job.status}; its completion is kept here`,
@@ -354,4 +358,18 @@ function onFailed(
   next.retryable = d.retryable;
   next.completedAt = new Date(event.occurredAt);
   return { kind: 'apply', job: next, note: `job failed: ${d.code}` };
+}
+
+function onCancel(job: JobRecord | null, event: TidemarkEvent<'backup.cancel'>): Decision {
+  // The hub publishes a cancel only for a job the ledger knows; an unknown one is a start still
+  // on its way (or a stranger's event, which ends as a dead letter after the deferrals).
+  if (!job) return { kind: 'defer', why: `job ${event.jobId} is not known yet` };
+  if (!isActive(job.status)) return { kind: 'ignore', why: `job already ended as ${job.status}` };
+  const next = cloneJob(job);
+  next.status = 'cancelled';
+  next.errorCode = CANCELLED;
+  next.errorMessage = event.data.reason ?? 'cancelled on request';
+  next.retryable = false;
+  next.completedAt = new Date(event.occurredAt);
+  return { kind: 'apply', job: next, note: 'job cancelled' };
 }

@@ -1,22 +1,17 @@
-import { reportCompletion, type ReportedCompletion } from '../../jobs/report-completion';
+import { reportCompletion } from '../../jobs/report-completion';
 import type { JobDeps } from '../../jobs/start-job';
 import type { HubApp } from '../app';
 import type { IssuePathConfig } from '../errors';
 import { tagJob } from '../job-log';
+import { eventAcceptedView } from '../views';
 import {
   BackupParams,
   CompleteBackupBody,
-  CompletionAccepted,
+  EventAccepted,
   ReplicationChangeIdBody,
   ReplicationParams,
   errors,
 } from '../schemas';
-
-const answer = (done: ReportedCompletion) => ({
-  job_id: done.jobId,
-  job_type: done.jobType,
-  event_id: done.eventId,
-});
 
 /**
  * The old system's completion endpoints, for clients not yet publishing `backup.completed`
@@ -36,7 +31,7 @@ export function compatibilityRoutes(app: HubApp, deps: JobDeps): void {
         description,
         params: BackupParams,
         body: CompleteBackupBody,
-        response: { 202: CompletionAccepted, ...errors(400, 401, 404, 409, 503) },
+        response: { 202: EventAccepted, ...errors(400, 401, 404, 409, 503) },
       },
       config: { issuePaths: { jobId: 'params.backup_id' } } satisfies IssuePathConfig,
     },
@@ -51,7 +46,7 @@ export function compatibilityRoutes(app: HubApp, deps: JobDeps): void {
           bytesTransferred: request.body.bytes_transferred,
         },
       );
-      return reply.code(202).send(answer(done));
+      return reply.code(202).send(eventAcceptedView(done));
     },
   );
 
@@ -64,7 +59,7 @@ export function compatibilityRoutes(app: HubApp, deps: JobDeps): void {
         description,
         params: ReplicationParams,
         body: ReplicationChangeIdBody,
-        response: { 202: CompletionAccepted, ...errors(400, 401, 404, 409, 503) },
+        response: { 202: EventAccepted, ...errors(400, 401, 404, 409, 503) },
       },
       config: { issuePaths: { jobId: 'params.job_id' } } satisfies IssuePathConfig,
     },
@@ -79,7 +74,7 @@ export function compatibilityRoutes(app: HubApp, deps: JobDeps): void {
           bytesTransferred: request.body.bytes_transferred ?? 0,
         },
       );
-      return reply.code(202).send(answer(done));
+      return reply.code(202).send(eventAcceptedView(done));
     },
   );
 }

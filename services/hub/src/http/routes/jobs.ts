@@ -1,5 +1,6 @@
 import { JobType, type Logger } from '@tidemark/shared';
 import { z } from 'zod';
+import { cancelJob } from '../../jobs/cancel-job';
 import { newJobId, startJob, type JobDeps } from '../../jobs/start-job';
 import type { HubApp } from '../app';
 import type { IssuePathConfig } from '../errors';
@@ -9,13 +10,15 @@ import {
   AcceptedReplication,
   BackupJob,
   BackupParams,
+  CancelJobBody,
+  EventAccepted,
   ListBackupsQuery,
   ReplicationJob,
   ReplicationParams,
   StartJobBody,
   errors,
 } from '../schemas';
-import { acceptedFields, jobFields } from '../views';
+import { acceptedFields, eventAcceptedView, jobFields } from '../views';
 
 type StartBody = z.output<typeof StartJobBody>;
 
@@ -135,4 +138,38 @@ export function jobRoutes(app: HubApp, deps: JobDeps): void {
       return { backups: jobs.map((job) => ({ backup_id: job.jobId, ...jobFields(job) })) };
     },
   );
+
+  const cancelDescription =
+    'Publishes backup.cancel for a queued or running job of either type (409 once it has ended). ' +
+    'The job shows cancelled as soon as the ledger applied it; the runner running it stops the ' +
+    'copy and removes what the attempt wrote. A copy that had already finished is still recorded ' +
+    'as completed, with its change_ids.';
+  for (const [path, param, tag] of [
+    ['/api/v1/backups/:backup_id/cancel', 'backup_id', 'backups'],
+    ['/api/v1/replications/:job_id/cancel', 'job_id', 'replications'],
+  ] as const) {
+    app.post(
+      path,
+      {
+        schema: {
+          tags: [tag],
+          summary: 'Cancel a job',
+          description: cancelDescription,
+          params: param === 'backup_id' ? BackupParams : ReplicationParams,
+          body: CancelJobBody,
+          response: { 202: EventAccepted, ...errors(400, 401, 404, 409, 503) },
+        },
+        config: { issuePaths: { jobId: `params.${param}` } } satisfies IssuePathConfig,
+      },
+      async (request, reply) => {
+        const jobId = (request.params as Record<string, string>)[param];
+        tagJob(request, jobId);
+        const done = await cancelJob(
+          { bus, log: request.log },
+          { jobId, reason: request.body?.reason ?? null },
+        );
+        return reply.code(202).send(eventAcceptedView(done));
+      },
+    );
+  }
 }
