@@ -311,6 +311,27 @@ describe('tidemark CLI against a real hub and ledger', () => {
     );
   });
 
+  it('cancels a followed backup from another shell: the follower exits 3 saying so', async () => {
+    const { vmName, repositoryId } = await vmAndRepository();
+    const run = startCli(['backup', 'start', vmName, '--repo', repositoryId, '--follow']);
+    const [, jobId] = await run.waitFor('stdout', /^backup (\S+) queued: /);
+
+    const cancel = await cli(['backup', 'cancel', jobId, '--reason', 'wrong VM']);
+    expect(cancel).toMatchObject({ code: 0, stderr: '' });
+    expect(cancel.stdout).toMatch(
+      new RegExp(`^backup ${jobId} cancel requested \\(event \\S+\\)$`, 'm'),
+    );
+
+    const result = await run.done;
+    expect(result.code).toBe(3);
+    expect(result.stderr).toContain(`backup ${jobId} cancelled`);
+    expect(result.stderr).toContain('wrong VM');
+
+    const again = await cli(['backup', 'cancel', jobId]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('already ended as cancelled');
+  });
+
   it('follows a replication to completion and shows it by its job_id', async () => {
     const { vmName, repositoryId } = await vmAndRepository();
     const run = startCli(['replicate', 'start', vmName, '--repo', repositoryId, '--follow']);

@@ -189,6 +189,15 @@ export interface HubApi {
   listBackups(filter?: BackupFilter): Promise<{ backups: BackupJob[] }>;
   startReplication(request: StartJobRequest): Promise<AcceptedReplication>;
   getReplication(jobId: string): Promise<ReplicationJob>;
+  /** Asks for a queued or running job to stop (409 once it has ended). */
+  cancelJob(jobType: JobType, jobId: string, reason?: string): Promise<CancelAccepted>;
+}
+
+/** The 202 answer to a cancel: the job shows `cancelled` once the ledger applied the event. */
+export interface CancelAccepted {
+  job_id: string;
+  job_type: JobType;
+  event_id: string;
 }
 
 export interface HubApiOptions {
@@ -246,6 +255,12 @@ export function createHubApi(options: HubApiOptions): HubApi {
     listBackups: (filter = {}) => request('GET', `/api/v1/backups${query(filter)}`),
     startReplication: (req) => request('POST', '/api/v1/replications', req),
     getReplication: (jobId) => request('GET', `/api/v1/replications/${id(jobId)}`),
+    cancelJob: (jobType, jobId, reason) =>
+      request(
+        'POST',
+        `/api/v1/${jobType === 'backup' ? 'backups' : 'replications'}/${id(jobId)}/cancel`,
+        reason === undefined ? {} : { reason },
+      ),
   };
 }
 

@@ -76,6 +76,21 @@ export async function listBackups(ctx: Context, filter: BackupFilter): Promise<v
   show(ctx, answer, () => jobTable(answer.backups));
 }
 
+/** Asks the hub to cancel a job; prints that the cancel was accepted. */
+export async function cancelJob(
+  ctx: Context,
+  jobType: JobType,
+  jobId: string,
+  reason: string | undefined,
+): Promise<void> {
+  const accepted = await ctx.api.cancelJob(jobType, jobId, reason);
+  show(
+    ctx,
+    accepted,
+    () => `${accepted.job_type} ${accepted.job_id} cancel requested (event ${accepted.event_id})`,
+  );
+}
+
 /**
  * Starts a backup or replication. With `follow`, the accepted job is printed first (its id on
  * the first line), then progress goes to stderr until the job ends; a job that did not complete

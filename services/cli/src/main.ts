@@ -53,6 +53,18 @@ interface StartOptions {
   follow?: boolean;
 }
 
+/** `backup cancel` and `replicate cancel`. */
+function addCancelCommand(parent: Command, jobType: JobType): void {
+  parent
+    .command('cancel')
+    .description(`stop a queued or running ${jobType}; it ends cancelled`)
+    .argument(jobType === 'backup' ? '<backup_id>' : '<job_id>')
+    .option('--reason <text>', "kept in the job's record")
+    .action((jobId: string, opts: { reason?: string }, cmd: Command) =>
+      commands.cancelJob(context(cmd), jobType, jobId, opts.reason),
+    );
+}
+
 /** `backup start` and `replicate start` take the same arguments. */
 function addStartCommand(parent: Command, jobType: JobType): void {
   parent
@@ -137,8 +149,9 @@ function buildProgram(): Command {
     .description('list policies')
     .action((_opts: unknown, cmd: Command) => commands.listPolicies(context(cmd)));
 
-  const backup = program.command('backup').description('start, show and list backups');
+  const backup = program.command('backup').description('start, cancel, show and list backups');
   addStartCommand(backup, 'backup');
+  addCancelCommand(backup, 'backup');
   backup
     .command('show')
     .description('show a job: status, progress, per-disk change_ids')
@@ -160,8 +173,9 @@ function buildProgram(): Command {
       }),
     );
 
-  const replicate = program.command('replicate').description('start and show replications');
+  const replicate = program.command('replicate').description('start, cancel and show replications');
   addStartCommand(replicate, 'replication');
+  addCancelCommand(replicate, 'replication');
   replicate
     .command('show')
     .description('show a replication job')
