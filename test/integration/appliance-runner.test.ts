@@ -18,6 +18,7 @@ import {
   writeDisk,
 } from '../support/disks';
 import { fakeClientFile } from '../support/fake-clients';
+import { startTestHub } from '../support/hub-harness';
 import { createLedgerWorld, seedReferences, type LedgerWorld } from '../support/ledger-harness';
 import { uniqueName, waitFor } from '../support/env';
 
@@ -26,6 +27,8 @@ const runnerMain = clientMain.replace('backup-client', 'appliance-runner');
 let world: LedgerWorld;
 let repositoryId: string;
 const runners: Runner[] = [];
+/** Runner processes a test started; whatever one leaves running is killed after it. */
+const processes = new Set<ChildProcess>();
 
 beforeAll(async () => {
   world = await createLedgerWorld();
@@ -33,6 +36,8 @@ beforeAll(async () => {
   ({ repositoryId } = await seedReferences(world));
 });
 afterEach(async () => {
+  for (const p of processes) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  processes.clear();
   await Promise.all(runners.splice(0).map((r) => r.stop(0)));
 });
 afterAll(async () => {
@@ -77,7 +82,7 @@ async function startFull(jobId: string, vm: string, disk: { source: string; targ
 
 /** The runner as its own process, as it runs on an appliance. */
 function runnerProcess(env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, [runnerMain], {
+  const child = spawn(process.execPath, [runnerMain], {
     env: {
       PATH: process.env.PATH,
       ...world.env,
@@ -88,6 +93,8 @@ function runnerProcess(env: Record<string, string>): ChildProcess {
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  processes.add(child);
+  return child;
 }
 
 /** Resolves on the first progress event of `jobId` that shows the copy under way. */
@@ -278,5 +285,85 @@ describe('appliance-runner', () => {
     expect(existsSync(target)).toBe(false);
     expect(existsSync(`${target}.partial`)).toBe(false);
     expect(run('ps', ['-eo', 'args'])).not.toContain(target);
+  });
+
+  it('cancels a running job through the hub: cancelled within 5 s, no qemu process or file left', async () => {
+    const hub = await startTestHub(world, { TIDEMARK_LOG_LEVEL: 'silent' });
+    try {
+      const { a, source, target, jobId } = await runnerProcessMidCopy({
+        TIDEMARK_RUNNER_ID: 'runner-cancel',
+      });
+      const exited = new Promise<number | null>((r) => a.once('exit', (code) => r(code)));
+      const asked = Date.now();
+      const res = await hub.call('POST', `/api/v1/backups/${jobId}/cancel`, {
+        reason: 'wrong disk',
+      });
+      expect(res.status).toBe(202);
+      await world.waitForJob(jobId, (j) => j.status === 'cancelled', 5000);
+      const running = () => run('ps', ['-eo', 'args']);
+      await waitFor(
+        'no qemu process of the job',
+        async () => !running().includes(source) && !running().includes(target),
+        5000 - (Date.now() - asked),
+      );
+      const tookMs = Date.now() - asked;
+      expect(tookMs).toBeLessThan(5000);
+      await waitFor('files removed', async () => !existsSync(target), 2000);
+      expect(existsSync(`${target}.partial`)).toBe(false);
+      expect(await world.job(jobId)).toMatchObject({
+        status: 'cancelled',
+        error_code: 'CANCELLED',
+        error_message: 'wrong disk',
+        retryable: 0,
+      });
+      // The runner said so too, and its CANCELLED failure changed nothing.
+      await waitFor(
+        'runner reported the cancel',
+        async () =>
+          (await world.count(
+            "SELECT COUNT(*) FROM processed_events WHERE job_id = ? AND event_type = 'backup.failed'",
+            [jobId],
+          )) === 1,
+      );
+      expect(await world.deadLetters()).toEqual([]);
+      // The runner lives on.
+      expect(a.exitCode).toBeNull();
+      a.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      await hub.close();
+    }
+  });
+
+  it('never runs a job cancelled while queued, nor a completed job whose start comes again', async () => {
+    const vm = uniqueName('vm');
+    const disk = vmWithDisk(vm);
+    const cancelledId = uniqueName('job-');
+    await startFull(cancelledId, vm, disk);
+    await world.waitForJob(cancelledId, (j) => j.status === 'queued');
+    await world.publish('backup.cancel', cancelledId, { reason: null });
+    await world.waitForJob(cancelledId, (j) => j.status === 'cancelled');
+
+    const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
+    await waitFor('cancelled job taken and dropped', async () => r.stats().cancelled === 1);
+    expect(r.stats()).toMatchObject({ received: 1, started: 0 });
+    expect(existsSync(join(tmp.dir, `client-env-${cancelledId}.json`))).toBe(false);
+
+    // A completed job's start delivered again (its runner died between the PubAck of the result
+    // and the ack of the start) must not overwrite the recorded backup.
+    const doneId = uniqueName('job-');
+    await startFull(doneId, vm, disk);
+    const done = await world.waitForJob(doneId, (j) => j.status === 'completed', 30_000);
+    await waitFor('runner idle', async () => r.running() === 0);
+    const recorded = readFileSync(disk.target);
+    await startFull(doneId, vm, disk);
+    await waitFor('second delivery taken', async () => r.stats().received === 3);
+    await waitFor('runner idle', async () => r.running() === 0);
+    expect(r.stats()).toMatchObject({ started: 1, completed: 1 });
+    expect(readFileSync(disk.target).equals(recorded)).toBe(true);
+    expect(await world.job(doneId)).toMatchObject({
+      status: 'completed',
+      change_id: done.change_id,
+    });
   });
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import {
+  askLedger,
   busTopology,
   deadLetter,
   ensureDurable,
@@ -15,7 +16,9 @@ import {
   publishEvent,
   redactUrl,
   type BusTopology,
+  type JobView,
   type Logger,
+  type StartData,
   type TidemarkEvent,
 } from '@tidemark/shared';
 import type { RunnerConfig } from './config';
@@ -26,8 +29,14 @@ export interface Runner {
   nc: NatsConnection;
   /** Jobs running now. */
   running(): number;
-  /** Deliveries received; jobs started (the client ran), completed and failed. */
-  stats(): { received: number; started: number; completed: number; failed: number };
+  /** Deliveries received; jobs started (the client ran), completed, failed and cancelled. */
+  stats(): {
+    received: number;
+    started: number;
+    completed: number;
+    failed: number;
+    cancelled: number;
+  };
   /** Stops taking jobs; running ones get `graceMs`, then are stopped and failed (retryable). */
   stop(graceMs?: number): Promise<void>;
 }
@@ -37,6 +46,22 @@ const PROGRESS_INTERVAL_MS = 1000;
 
 function defaultClientMain(): string {
   return require.resolve('@tidemark/backup-client/main');
+}
+
+/** A job this runner holds. */
+interface Slot {
+  client?: ClientRun;
+  /** Set once a cancel arrived: the reason the job's record will carry. */
+  cancelled?: string;
+  /** The client reported its result: from here on the copy is done, a cancel comes too late. */
+  resultKnown?: boolean;
+}
+
+/** The files a backup attempt writes; a replica is updated in place and is never among them. */
+async function removeAttemptFiles(start: StartData): Promise<void> {
+  for (const d of start.disks)
+    for (const f of [d.targetPath, `${d.targetPath}.partial`, `${d.targetPath}.tidemark.json`])
+      await rm(f, { force: true });
 }
 
 /**
@@ -80,8 +105,44 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
   const consumer = await js.consumers.get(topo.stream, topo.runnerConsumer);
 
   let stopping = false;
-  const counts = { received: 0, started: 0, completed: 0, failed: 0 };
-  const active = new Map<string, { client?: ClientRun }>();
+  const counts = { received: 0, started: 0, completed: 0, failed: 0, cancelled: 0 };
+  const active = new Map<string, Slot>();
+
+  /** Stops a job of this runner's on request; a job it does not hold is another's business. */
+  const cancel = (jobId: string, reason: string, how: string): void => {
+    const slot = active.get(jobId);
+    if (!slot || slot.cancelled !== undefined) return;
+    slot.cancelled = reason;
+    if (slot.resultKnown) {
+      log.info({ jobId, how }, 'cancel came after the copy finished; its result stands');
+      return;
+    }
+    log.info({ jobId, how, reason }, 'job cancelled: stopping the client');
+    slot.client?.stop();
+  };
+  // Every runner hears every cancel; the one holding the job acts. A cancel missed while NATS
+  // was away is caught by the ledger check each heartbeat.
+  const cancels = nc.subscribe(topo.subjectFor('backup.cancel'), {
+    callback: (err, msg) => {
+      if (err) return log.warn({ err: String(err) }, 'cancel subscription error');
+      const parsed = parseEvent(msg.data);
+      if (!parsed.ok || parsed.event.type !== 'backup.cancel') {
+        return log.warn({ reason: parsed.ok ? 'not a cancel' : parsed.reason }, 'bad cancel');
+      }
+      const e = parsed.event;
+      cancel(e.jobId, e.data.reason ?? 'cancelled on request', 'backup.cancel');
+    },
+  });
+
+  /** The job's status in the ledger; null when the ledger does not know it or does not answer. */
+  const recordedStatus = async (jobId: string, jobLog: Logger): Promise<JobView | null> => {
+    try {
+      return await askLedger(nc, topo, 'jobs.get', { jobId }, 5000);
+    } catch (err) {
+      jobLog.debug({ err: String(err) }, 'ledger has no status for the job');
+      return null;
+    }
+  };
 
   const publish = async (event: TidemarkEvent, jobLog: Logger): Promise<void> => {
     // A result must reach the stream: retry until it does (the start message stays unacked
@@ -146,17 +207,35 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       m.ack();
       return;
     }
-    const slot: { client?: ClientRun } = {};
+    const slot: Slot = {};
     active.set(event.jobId, slot);
+    const checkLedger = async (): Promise<void> => {
+      const job = await recordedStatus(event.jobId, jobLog);
+      if (job?.status === 'cancelled') {
+        cancel(event.jobId, job.errorMessage ?? 'cancelled on request', 'ledger');
+      }
+    };
     let lock: Awaited<ReturnType<typeof lockTargets>> | undefined;
     const heartbeat = setInterval(
       () => {
         m.working();
         void lock?.refresh();
+        void checkLedger();
       },
       Math.max(200, Math.floor(config.TIDEMARK_RUNNER_ACK_WAIT_MS / 3)),
     );
     try {
+      const recorded = await recordedStatus(event.jobId, jobLog);
+      if (recorded?.status === 'completed') {
+        // Its result reached the bus, but its runner died before acknowledging the start. Running
+        // it again would replace a recorded backup's files and change_ids: never.
+        jobLog.info('job already completed; not run again');
+        m.ack();
+        return;
+      }
+      if (recorded?.status === 'cancelled') {
+        cancel(event.jobId, recorded.errorMessage ?? 'cancelled on request', 'ledger');
+      }
       try {
         lock = await lockTargets(
           start.disks.map((d) => d.targetPath),
@@ -175,14 +254,15 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         // An earlier attempt of this job (its runner died) may have left files: this job's
         // own targets, under the lock now held here. Start clean. (A replica is updated in
         // place and stays: the retry copies every change since the old change_id again.)
-        for (const d of start.disks)
-          for (const f of [
-            d.targetPath,
-            `${d.targetPath}.partial`,
-            `${d.targetPath}.tidemark.json`,
-          ])
-            await rm(f, { force: true });
+        await removeAttemptFiles(start);
         jobLog.info("earlier attempt's files removed");
+      }
+      if (slot.cancelled !== undefined) {
+        // Cancelled before it ran: the ledger has recorded that already; nothing to copy.
+        jobLog.info({ reason: slot.cancelled }, 'job was cancelled before it started');
+        counts.cancelled++;
+        m.ack();
+        return;
       }
       jobLog.info({ disks: start.disks.map((d) => d.diskKey) }, 'job started');
       counts.started++;
@@ -218,10 +298,25 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         },
       });
       slot.client = client;
-      if (stopping) client.stop();
+      if (stopping || slot.cancelled !== undefined) client.stop();
       const outcome: ClientOutcome = await client.outcome;
+      slot.resultKnown = true;
       const resultId = randomUUID();
-      if (outcome.status === 'completed') {
+      if (outcome.status === 'failed' && slot.cancelled !== undefined) {
+        await client.exited; // its qemu-nbd and partial files are gone once it has exited
+        if (event.jobType === 'backup') await removeAttemptFiles(start);
+        await publish(
+          makeEvent('backup.failed', {
+            jobId: event.jobId,
+            jobType: event.jobType,
+            id: resultId,
+            data: { code: 'CANCELLED', message: slot.cancelled, retryable: false, ...base },
+          }),
+          jobLog,
+        );
+        counts.cancelled++;
+        jobLog.info({ clientCode: outcome.code }, 'job cancelled; its files removed');
+      } else if (outcome.status === 'completed') {
         await publish(
           makeEvent('backup.completed', {
             jobId: event.jobId,
@@ -319,6 +414,7 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       }, graceMs);
       await Promise.all(slots);
       clearTimeout(timer);
+      cancels.unsubscribe();
       await nc.drain().catch(() => undefined);
       await rm(workRoot, { recursive: true, force: true });
       log.info('runner stopped');

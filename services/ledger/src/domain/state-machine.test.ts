@@ -264,6 +264,15 @@ describe('job state machine', () => {
       expect(decide(run(start(), failed), cancel(), ctx).kind).toBe('ignore');
     });
 
+    it('given a running job, when its runner reports CANCELLED first, then it ends cancelled', () => {
+      const job = run(
+        start(),
+        progress(1),
+        ev('backup.failed', { code: 'CANCELLED', message: 'operator asked', retryable: false }),
+      );
+      expect(job).toMatchObject({ status: 'cancelled', errorCode: 'CANCELLED' });
+    });
+
     it('defers a cancel for a job it does not know yet', () => {
       expect(decide(null, cancel(), ctx).kind).toBe('defer');
     });

@@ -352,7 +352,8 @@ function onFailed(
   }
   // Disks that finished before the failure keep their change_ids: they are real backup points.
   for (const disk of d.finishedDisks) recordDisk(next, disk);
-  next.status = 'failed';
+  // A runner that stopped a job on a cancel the ledger has not seen (yet) says so with this code.
+  next.status = d.code === CANCELLED ? 'cancelled' : 'failed';
   next.errorCode = d.code;
   next.errorMessage = d.message;
   next.retryable = d.retryable;
