@@ -9,7 +9,7 @@ import {
   ValidationError,
   type FieldIssue,
 } from './errors';
-import { DiskKey, FilePath, JobId, RecordId, VmName } from './events/ids';
+import { DiskKey, DiskSource, FilePath, JobId, RecordId, VmName } from './events/ids';
 import { StartDataV1, jobTypes, type BackupType, type JobType } from './events/schemas';
 import type { BusTopology } from './nats/topology';
 import { parseOrThrow } from './validate';
@@ -123,7 +123,7 @@ export const querySchemas = {
   'vms.create': z.object({
     vmName: VmName,
     disks: z
-      .array(z.object({ diskKey: DiskKey, driver: z.enum(['qemu']), path: FilePath }))
+      .array(z.object({ diskKey: DiskKey, driver: z.enum(['qemu']), path: DiskSource }))
       .min(1)
       .max(256)
       .refine(

@@ -45,3 +45,17 @@ export const FilePath = z
   .min(1, 'must not be empty')
   .max(4096)
   .regex(/^\//, 'must be an absolute path');
+
+/**
+ * Where the qemu driver reads a disk: an image's absolute path (read offline), or a disk a
+ * running qemu-storage-daemon serves, `qemu-live:<QMP socket>?node=<node name>[&nbd=<NBD socket>]`
+ * with absolute socket paths.
+ */
+export const DiskSource = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(4096)
+  .regex(
+    /^(\/[^?]*|qemu-live:\/[^?&]*\?node=[A-Za-z][A-Za-z0-9_.-]{0,127}(&nbd=\/[^?&]*)?)$/,
+    'must be an absolute image path or qemu-live:<absolute QMP socket>?node=<node>[&nbd=<absolute NBD socket>]',
+  );

@@ -4,6 +4,7 @@ import {
   ByteCount,
   ChangeId,
   DiskKey,
+  DiskSource,
   FilePath,
   JobId,
   RecordId,
@@ -41,7 +42,9 @@ export function errors(...statuses: (400 | 401 | 404 | 409 | 503)[]) {
 const VmDiskFields = {
   disk_key: DiskKey,
   driver: z.enum(['qemu']),
-  path: FilePath.describe('Where the driver reads the disk'),
+  path: DiskSource.describe(
+    'Where the driver reads the disk: an image path, or qemu-live:<QMP socket>?node=<node>[&nbd=<NBD socket>] for a running disk',
+  ),
 };
 
 export const CreateVmBody = z.strictObject({
