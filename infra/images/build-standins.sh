@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Builds the images the integration tests use where no image registry is reachable:
-#   tidemark/nats-standin:local     nats-server with JetStream; used like the official `nats`
-#   tidemark/mariadb-standin:local  MariaDB; honours the official mysql/mariadb images' MYSQL_*
-# Both are FROM scratch, made of the host's own Debian binaries, the libraries ldd resolves for
+# Builds the images the tests and the compose stack use where no image registry is reachable:
+#   tidemark/nats-standin:local       nats-server with JetStream; used like the official `nats`
+#   tidemark/mariadb-standin:local    MariaDB; honours the official mysql/mariadb images' MYSQL_*
+#   tidemark/node-standin:local       Node.js (no npm); base of the ledger and hub images, used
+#                                     like the official `node:20-bookworm-slim`
+#   tidemark/node-qemu-standin:local  the same plus qemu-img, qemu-nbd, qemu-io and
+#                                     qemu-storage-daemon; base of the appliance-runner image
+# All are FROM scratch, made of the host's own Debian binaries, the libraries ldd resolves for
 # them and static busybox (sh, wget, ...) for entrypoints and testcontainers' checks. Each image
 # is labelled with a hash of its recipe (this script, the entrypoint, the host files it copies);
 # an image whose label matches is kept, so repeated runs cost about a second.
@@ -14,7 +18,8 @@ if ! docker info >/dev/null 2>&1; then
   echo 'build-standins: docker does not answer; run infra/scripts/start-docker.sh first' >&2
   exit 1
 fi
-"$here/../scripts/install-deps.sh" busybox-static nats-server mariadb-server-core mariadb-client
+"$here/../scripts/install-deps.sh" busybox-static nats-server mariadb-server-core mariadb-client \
+  ca-certificates qemu-utils qemu-system-common
 
 label=org.tidemark.recipe
 work=$(mktemp -d)
@@ -118,7 +123,27 @@ build_mariadb() {
     'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' 'CMD ["mariadbd"]' 'EXPOSE 3306'
 }
 
+# Node.js as the host has it (its own build links only libc and libstdc++), with the CA bundle
+# for TLS to servers outside. The same root, plus `extra` binaries and their libraries, makes
+# the node-qemu image.
+build_node() {
+  local tag=$1 hash root libs
+  shift
+  local bins=(/usr/bin/node "$@")
+  local ca=/etc/ssl/certs/ca-certificates.crt
+  mapfile -t libs < <(libs_of "${bins[@]}")
+  hash=$(recipe_hash "${bins[@]}" /bin/busybox "$ca" "${libs[@]}")
+  up_to_date "$tag" "$hash" && return 0
+  root=$work/${tag//[^a-z0-9]/_}
+  new_root "${root##*/}"
+  cp -L --parents "${bins[@]}" "${libs[@]}" "$ca" "$root"
+  import_root "$root" "$tag" "$hash" 'CMD ["node"]'
+}
+
 start=$SECONDS
 build_nats
 build_mariadb
+build_node tidemark/node-standin:local
+build_node tidemark/node-qemu-standin:local \
+  /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/bin/qemu-io /usr/bin/qemu-storage-daemon
 echo "build-standins: done in $((SECONDS - start))s"

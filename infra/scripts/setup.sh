@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Prepares a fresh machine of this kind for the tests and the demo: Debian packages, a running
-# Docker engine, the local stand-in images for NATS and MariaDB (used where no image registry
-# is reachable), and the npm packages. Idempotent: a second run takes a few seconds.
+# Prepares a fresh machine of this kind for the tests and the demo: Debian packages (among them
+# docker-compose and the qemu tools), a running Docker engine, the local stand-in images for
+# NATS, MariaDB, Node.js and Node.js with qemu (used where no image registry is reachable), and
+# the npm packages. Idempotent: a second run takes a few seconds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
