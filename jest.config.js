@@ -1,5 +1,7 @@
-// One jest run, two projects: fast unit tests beside the code, and integration suites under
-// test/ that share real NATS and MariaDB servers started once (see test/support/global-setup.ts).
+// One jest run, three projects: fast unit tests beside the code; integration suites under
+// test/integration and end-to-end suites under test/e2e, which share real NATS and MariaDB
+// servers started once (see test/support/global-setup.ts; the first project's setup starts them,
+// the next finds their URLs in the environment).
 const swc = [
   '@swc/jest',
   {
@@ -42,6 +44,13 @@ module.exports = {
       globalSetup: '<rootDir>/test/support/global-setup.ts',
       globalTeardown: '<rootDir>/test/support/global-teardown.ts',
       testTimeout: 60000,
+    },
+    {
+      ...shared,
+      displayName: 'e2e',
+      testMatch: ['<rootDir>/test/e2e/**/*.test.ts'],
+      globalSetup: '<rootDir>/test/support/global-setup.ts',
+      globalTeardown: '<rootDir>/test/support/global-teardown.ts',
     },
   ],
 };

@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;
 export const CLUSTER = 64 * KiB;
 
 /** The repository root, whether this file runs from test/support or compiled in test/dist. */

@@ -1,0 +1,205 @@
+/**
+ * The whole system as a user runs it: the ledger, the hub and an appliance-runner as their own
+ * processes (built `dist/main.js`), on the NATS and MySQL servers given, driven only through
+ * the hub's REST API and the `tidemark` CLI. Used by the demo (`npm run demo`) and the e2e suites.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { clientMain } from './disks';
+import { freePort } from './env';
+
+const repoRoot = resolve(clientMain, '../../../..');
+const mainOf = (service: string) => join(repoRoot, 'services', service, 'dist', 'main.js');
+export const cliMain = mainOf('cli');
+
+export interface SystemOptions {
+  natsUrl: string;
+  mysqlUrl: string;
+  /** Streams, consumers and subjects of this system (`TIDEMARK_BUS_PREFIX`). */
+  busPrefix: string;
+  /** Logs (`<service>.log`, pino JSON) and the runner's work directory go under here. */
+  dir: string;
+  /** Bearer token of the hub's API; none by default. */
+  apiToken?: string;
+  /** Extra variables for the runner (copy tuning, ack wait). */
+  runnerEnv?: Record<string, string>;
+  logLevel?: string;
+  /** Start no appliance-runner: jobs stay queued for an old client to copy and report. */
+  withoutRunner?: boolean;
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunningSystem {
+  hubUrl: string;
+  /** A REST call; the JSON answer (or undefined) with its status. */
+  api<T = Record<string, unknown>>(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: T }>;
+  /**
+   * Runs `tidemark <args>` against this hub. `echo` passes its output through as well (the demo
+   * shows the progress bar); it is captured either way.
+   */
+  cli(args: string[], opts?: { echo?: boolean }): Promise<CliResult>;
+  /** The last `lines` lines each service logged. */
+  logTail(lines?: number): string;
+  /** Stops the three services (SIGTERM, then SIGKILL after 10 s). */
+  stop(): Promise<void>;
+}
+
+const SERVICES = ['ledger', 'hub', 'appliance-runner'] as const;
+
+export async function startSystem(opts: SystemOptions): Promise<RunningSystem> {
+  const port = await freePort();
+  const hubUrl = `http://127.0.0.1:${port}`;
+  const runnerDir = join(opts.dir, 'runner');
+  mkdirSync(runnerDir, { recursive: true });
+  const common: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    TIDEMARK_NATS_URL: opts.natsUrl,
+    TIDEMARK_BUS_PREFIX: opts.busPrefix,
+    TIDEMARK_LOG_LEVEL: opts.logLevel ?? 'info',
+  };
+  const envOf: Record<(typeof SERVICES)[number], Record<string, string>> = {
+    ledger: { TIDEMARK_MYSQL_URL: opts.mysqlUrl },
+    hub: {
+      TIDEMARK_HUB_PORT: String(port),
+      ...(opts.apiToken
+        ? { TIDEMARK_API_TOKEN: opts.apiToken, TIDEMARK_HUB_HOST: '127.0.0.1' }
+        : {}),
+    },
+    'appliance-runner': {
+      TIDEMARK_RUNNER_WORK_DIR: runnerDir,
+      TIDEMARK_RUNNER_ID: 'runner-1',
+      ...opts.runnerEnv,
+    },
+  };
+  const children = new Map<string, ChildProcess>();
+  const logFile = (service: string) => join(opts.dir, `${service}.log`);
+  const system: RunningSystem = {
+    hubUrl,
+    async api(method, path, body) {
+      const headers: Record<string, string> = {};
+      if (opts.apiToken) headers.authorization = `Bearer ${opts.apiToken}`;
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      const res = await fetch(`${hubUrl}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, body: (text ? JSON.parse(text) : undefined) as never };
+    },
+    cli(args, { echo = false } = {}) {
+      const child = spawn(process.execPath, [cliMain, ...args], {
+        env: {
+          ...process.env,
+          TIDEMARK_URL: hubUrl,
+          ...(opts.apiToken ? { TIDEMARK_API_TOKEN: opts.apiToken } : {}),
+        },
+        // With echo on a terminal the CLI draws its progress bar on our stderr.
+        stdio: ['ignore', 'pipe', echo ? 'inherit' : 'pipe'],
+      });
+      const out = { stdout: '', stderr: '' };
+      child.stdout?.setEncoding('utf8').on('data', (s: string) => {
+        out.stdout += s;
+        if (echo) process.stdout.write(s);
+      });
+      child.stderr?.setEncoding('utf8').on('data', (s: string) => (out.stderr += s));
+      return new Promise((resolveRun, reject) => {
+        child.once('error', reject);
+        child.once('close', (code) => resolveRun({ code, ...out }));
+      });
+    },
+    logTail(lines = 20) {
+      return SERVICES.map((s) => {
+        let text = '';
+        try {
+          text = readFileSync(logFile(s), 'utf8');
+        } catch {
+          text = '(no log)';
+        }
+        return `--- ${s} ---\n${text.trimEnd().split('\n').slice(-lines).join('\n')}`;
+      }).join('\n');
+    },
+    async stop() {
+      await Promise.all(
+        [...children.values()].reverse().map(async (child) => {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          const gone = new Promise((r) => child.once('exit', r));
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+          await gone;
+          clearTimeout(timer);
+        }),
+      );
+    },
+  };
+
+  for (const service of SERVICES) {
+    if (service === 'appliance-runner' && opts.withoutRunner) continue;
+    const log = createWriteStream(logFile(service), { flags: 'a' });
+    const child = spawn(process.execPath, [mainOf(service)], {
+      env: { ...common, ...envOf[service] },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.pipe(log);
+    child.stderr.pipe(log);
+    children.set(service, child);
+  }
+
+  // Ready when the hub answers and the ledger answers the hub.
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const exited = [...children].find(([, c]) => c.exitCode !== null);
+    if (exited) {
+      await system.stop();
+      throw new Error(`${exited[0]} exited at start:\n${system.logTail()}`);
+    }
+    try {
+      if ((await system.api('GET', '/api/v1/vms')).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await system.stop();
+      throw new Error(`the services did not come up within 30 s:\n${system.logTail()}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return system;
+}
+
+/** A job as the API shows it (the fields the demo and the suites read). */
+export interface ApiJob {
+  job_type: 'backup' | 'replication';
+  status: string;
+  backup_type: string;
+  bytes_transferred: number | null;
+  error_code: string | null;
+  error_message: string | null;
+  started_at: string | null;
+  completed_at: string | null;
+  disks: Array<{
+    disk_key: string;
+    change_id: string | null;
+    previous_change_id: string | null;
+    bytes_transferred: number | null;
+    target_path: string | null;
+    backing_path: string | null;
+  }>;
+}
+
+/** The job id from `tidemark backup|replicate start`'s first line. */
+export function startedJobId(stdout: string): string {
+  const m = /^(?:backup|replication) (\S+) queued/m.exec(stdout);
+  if (!m) throw new Error(`no job id in the CLI's output:\n${stdout}`);
+  return m[1];
+}
