@@ -1,37 +1,26 @@
 import { uniqueName } from '../support/env';
 import {
-  createRepository,
+  hubSuite,
   registerVm,
   startTestHub,
   streamCount,
   type TestHub,
 } from '../support/hub-harness';
-import { createLedgerWorld, type LedgerWorld } from '../support/ledger-harness';
 
 describe('hub: requests, auth and docs', () => {
-  let world: LedgerWorld;
-  let hub: TestHub;
-  let repo: { id: string; path: string };
+  const suite = hubSuite();
   let vmName: string;
 
   beforeAll(async () => {
-    world = await createLedgerWorld();
-    await world.startLedger();
-    hub = await startTestHub(world);
-    repo = await createRepository(hub);
-    vmName = await registerVm(hub);
-  });
-  afterAll(async () => {
-    await hub?.close();
-    await world?.close();
+    vmName = await registerVm(suite.hub);
   });
 
   describe('bad bodies: 400 naming the field, nothing published', () => {
-    const valid = () => ({ vm_name: vmName, repository_id: repo.id, backup_type: 'full' });
+    const valid = () => ({ vm_name: vmName, repository_id: suite.repo.id, backup_type: 'full' });
     const cases: [string, () => Record<string, unknown>, string[]][] = [
       [
         'a missing vm_name',
-        () => ({ repository_id: repo.id, backup_type: 'full' }),
+        () => ({ repository_id: suite.repo.id, backup_type: 'full' }),
         ['body.vm_name'],
       ],
       ['backup_type "weekly"', () => ({ ...valid(), backup_type: 'weekly' }), ['body.backup_type']],
@@ -54,8 +43,8 @@ describe('hub: requests, auth and docs', () => {
 
     it.each(cases)('refuses %s', async (_name, body, paths) => {
       for (const route of ['/api/v1/backups', '/api/v1/replications']) {
-        const before = await streamCount(world);
-        const res = await hub.call<{ error: string; details: { path: string }[] }>(
+        const before = await streamCount(suite.world);
+        const res = await suite.hub.call<{ error: string; details: { path: string }[] }>(
           'POST',
           route,
           body(),
@@ -63,16 +52,16 @@ describe('hub: requests, auth and docs', () => {
         expect(res.status).toBe(400);
         expect(res.body.details.map((d) => d.path)).toEqual(paths);
         for (const path of paths) expect(res.body.error).toContain(path);
-        expect(await streamCount(world)).toBe(before);
+        expect(await streamCount(suite.world)).toBe(before);
       }
       expect(
-        await world.count('SELECT COUNT(*) FROM backup_jobs WHERE vm_name = ?', [vmName]),
+        await suite.world.count('SELECT COUNT(*) FROM backup_jobs WHERE vm_name = ?', [vmName]),
       ).toBe(0);
     });
 
     it('refuses a 2 MB body, and a body that is not JSON', async () => {
-      const before = await streamCount(world);
-      const big = await hub.call('POST', '/api/v1/backups', undefined, {
+      const before = await streamCount(suite.world);
+      const big = await suite.hub.call('POST', '/api/v1/backups', undefined, {
         rawBody: JSON.stringify({ ...valid(), padding: 'x'.repeat(2 * 1024 * 1024) }),
       });
       expect(big.status).toBe(400);
@@ -80,22 +69,22 @@ describe('hub: requests, auth and docs', () => {
         error: expect.stringContaining('larger than the limit of 1048576 bytes'),
         details: [{ path: 'body', message: 'must be at most 1048576 bytes' }],
       });
-      const broken = await hub.call('POST', '/api/v1/backups', undefined, {
+      const broken = await suite.hub.call('POST', '/api/v1/backups', undefined, {
         rawBody: '{"vm_name":',
       });
       expect(broken.status).toBe(400);
       expect(broken.body).toMatchObject({ details: [{ path: 'body' }] });
-      const text = await hub.call('POST', '/api/v1/backups', undefined, {
+      const text = await suite.hub.call('POST', '/api/v1/backups', undefined, {
         rawBody: 'vm_name=x',
         headers: { 'content-type': 'text/plain' },
       });
       expect(text.status).toBe(400);
       expect(text.body).toMatchObject({ details: [{ path: 'headers.content-type' }] });
-      expect(await streamCount(world)).toBe(before);
+      expect(await streamCount(suite.world)).toBe(before);
     });
 
     it('names bad fields of the registry and compatibility routes too', async () => {
-      const vm = await hub.call('POST', '/api/v1/vms', {
+      const vm = await suite.hub.call('POST', '/api/v1/vms', {
         vm_name: uniqueName('vm'),
         disks: [{ disk_key: 'd0', driver: 'vmware', path: 'relative/path' }],
       });
@@ -103,16 +92,16 @@ describe('hub: requests, auth and docs', () => {
       expect(vm.body).toMatchObject({
         details: [{ path: 'body.disks.0.driver' }, { path: 'body.disks.0.path' }],
       });
-      const policy = await hub.call('POST', '/api/v1/policies', {
+      const policy = await suite.hub.call('POST', '/api/v1/policies', {
         name: uniqueName('p'),
         retention_count: 1.5,
       });
       expect(policy.body).toMatchObject({ details: [{ path: 'body.retention_count' }] });
-      const complete = await hub.call('POST', '/api/v1/backups/backup-x/complete', {
+      const complete = await suite.hub.call('POST', '/api/v1/backups/backup-x/complete', {
         change_id: 'uuid/1',
       });
       expect(complete.body).toMatchObject({ details: [{ path: 'body.bytes_transferred' }] });
-      const list = await hub.call('GET', '/api/v1/backups?status=sleeping');
+      const list = await suite.hub.call('GET', '/api/v1/backups?status=sleeping');
       expect(list.status).toBe(400);
       expect(list.body).toMatchObject({ details: [{ path: 'querystring.status' }] });
     });
@@ -121,31 +110,31 @@ describe('hub: requests, auth and docs', () => {
   it('registers VMs, repositories and policies, and refuses a second VM of the same name', async () => {
     const name = uniqueName('vm');
     const disks = [{ disk_key: 'disk-0', driver: 'qemu', path: '/var/lib/vms/a.qcow2' }];
-    const created = await hub.call('POST', '/api/v1/vms', { vm_name: name, disks });
+    const created = await suite.hub.call('POST', '/api/v1/vms', { vm_name: name, disks });
     expect(created.status).toBe(201);
     expect(created.body).toEqual({ vm_name: name, disks, created_at: expect.any(String) });
-    const again = await hub.call('POST', '/api/v1/vms', { vm_name: name, disks });
+    const again = await suite.hub.call('POST', '/api/v1/vms', { vm_name: name, disks });
     expect(again.status).toBe(409);
     expect(again.body).toMatchObject({ details: [{ path: 'body.vm_name' }] });
-    const vms = await hub.call<{ vms: { vm_name: string }[] }>('GET', '/api/v1/vms');
+    const vms = await suite.hub.call<{ vms: { vm_name: string }[] }>('GET', '/api/v1/vms');
     expect(vms.body.vms.map((v) => v.vm_name)).toContain(name);
 
-    const repos = await hub.call<{ repositories: unknown[] }>('GET', '/api/v1/repositories');
+    const repos = await suite.hub.call<{ repositories: unknown[] }>('GET', '/api/v1/repositories');
     expect(repos.body.repositories).toContainEqual({
-      id: repo.id,
+      id: suite.repo.id,
       name: expect.any(String),
-      path: repo.path,
+      path: suite.repo.path,
       created_at: expect.any(String),
     });
-    const policy = await hub.call('POST', '/api/v1/policies', { name: uniqueName('manual') });
+    const policy = await suite.hub.call('POST', '/api/v1/policies', { name: uniqueName('manual') });
     expect(policy.status).toBe(201);
     expect(policy.body).toMatchObject({ schedule: null, retention_count: null });
-    const policies = await hub.call<{ policies: unknown[] }>('GET', '/api/v1/policies');
+    const policies = await suite.hub.call<{ policies: unknown[] }>('GET', '/api/v1/policies');
     expect(policies.body.policies).toContainEqual(policy.body);
   });
 
   it('serves its OpenAPI document and human-readable docs', async () => {
-    const doc = await hub.call<{
+    const doc = await suite.hub.call<{
       openapi: string;
       paths: Record<
         string,
@@ -179,20 +168,20 @@ describe('hub: requests, auth and docs', () => {
     expect(Object.keys(doc.body.components.schemas)).toEqual(
       expect.arrayContaining(['BackupJob', 'AcceptedBackup', 'Error']),
     );
-    const docs = await fetch(`${hub.url}/docs`);
+    const docs = await fetch(`${suite.hub.url}/docs`);
     expect(docs.status).toBe(200);
     expect(await docs.text()).toContain('<html');
   });
 
   it('logs every line about a job with its jobId', async () => {
-    const res = await hub.call<{ backup_id: string }>('POST', '/api/v1/backups', {
-      vm_name: await registerVm(hub),
-      repository_id: repo.id,
+    const res = await suite.hub.call<{ backup_id: string }>('POST', '/api/v1/backups', {
+      vm_name: await registerVm(suite.hub),
+      repository_id: suite.repo.id,
       backup_type: 'full',
     });
     const jobId = res.body.backup_id;
-    await hub.call('GET', `/api/v1/backups/${jobId}`);
-    const lines = hub.logLines.filter((l) => JSON.stringify(l).includes(jobId));
+    await suite.hub.call('GET', `/api/v1/backups/${jobId}`);
+    const lines = suite.hub.logLines.filter((l) => JSON.stringify(l).includes(jobId));
     expect(lines.map((l) => l.msg)).toEqual(
       expect.arrayContaining(['job queued and backup.start published', 'request completed']),
     );
@@ -204,7 +193,7 @@ describe('hub: requests, auth and docs', () => {
     const token = `tok-${uniqueName('')}${uniqueName('')}`;
     let secured: TestHub;
     beforeAll(async () => {
-      secured = await startTestHub(world, { TIDEMARK_API_TOKEN: token });
+      secured = await startTestHub(suite.world, { TIDEMARK_API_TOKEN: token });
     });
     afterAll(() => secured?.close());
 
@@ -241,7 +230,7 @@ describe('hub: requests, auth and docs', () => {
   });
 
   it('without a token listens on 127.0.0.1 only, whatever TIDEMARK_HUB_HOST says, and says so', async () => {
-    const open = await startTestHub(world, { TIDEMARK_HUB_HOST: '0.0.0.0' });
+    const open = await startTestHub(suite.world, { TIDEMARK_HUB_HOST: '0.0.0.0' });
     try {
       expect(open.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       expect(open.logLines.find((l) => l.level === 40)).toMatchObject({
@@ -256,7 +245,7 @@ describe('hub: requests, auth and docs', () => {
   });
 
   it('answers an unknown route with 404 in the same error shape', async () => {
-    const res = await hub.call('GET', '/api/v2/anything');
+    const res = await suite.hub.call('GET', '/api/v2/anything');
     expect(res).toMatchObject({
       status: 404,
       body: { error: 'no route GET /api/v2/anything', details: [] },

@@ -1,13 +1,6 @@
 import { uniqueName } from '../support/env';
-import {
-  createRepository,
-  lastStart,
-  registerVm,
-  startTestHub,
-  streamCount,
-  type TestHub,
-} from '../support/hub-harness';
-import { completedData, createLedgerWorld, type LedgerWorld } from '../support/ledger-harness';
+import { lastStart, registerVm, streamCount, hubSuite } from '../support/hub-harness';
+import { completedData } from '../support/ledger-harness';
 
 interface Accepted {
   backup_id?: string;
@@ -27,34 +20,21 @@ interface Accepted {
 const uuid = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
 
 describe('hub: starting backups and replications', () => {
-  let world: LedgerWorld;
-  let hub: TestHub;
-  let repo: { id: string; path: string };
-
-  beforeAll(async () => {
-    world = await createLedgerWorld();
-    await world.startLedger();
-    hub = await startTestHub(world);
-    repo = await createRepository(hub, '/srv/tidemark');
-  });
-  afterAll(async () => {
-    await hub?.close();
-    await world?.close();
-  });
+  const suite = hubSuite('/srv/tidemark');
 
   /** Plays the runner: reports every disk of a started job done, with these change_ids. */
   async function complete(jobId: string, jobType: 'backup' | 'replication', changeIds: string[]) {
-    const job = await hub.call<{
+    const job = await suite.hub.call<{
       vm_name: string;
       backup_type: 'full' | 'incremental';
       parent_backup_id: string | null;
       disks: { disk_key: string; target_path: string }[];
     }>('GET', `/api/v1/backups/${jobId}`);
-    await world.publish(
+    await suite.world.publish(
       'backup.completed',
       jobId,
       completedData(
-        repo.id,
+        suite.repo.id,
         job.body.vm_name,
         job.body.disks.map((d, i) => ({
           diskKey: d.disk_key,
@@ -66,14 +46,14 @@ describe('hub: starting backups and replications', () => {
       ),
       { jobType },
     );
-    await world.waitForJob(jobId, (row) => row.status === 'completed');
+    await suite.world.waitForJob(jobId, (row) => row.status === 'completed');
   }
 
   it('accepts a full backup of a two-disk VM: 202, queued at once with both disks and no parent', async () => {
-    const vmName = await registerVm(hub, ['disk-0', 'disk-1']);
-    const res = await hub.call<Accepted>('POST', '/api/v1/backups', {
+    const vmName = await registerVm(suite.hub, ['disk-0', 'disk-1']);
+    const res = await suite.hub.call<Accepted>('POST', '/api/v1/backups', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'full',
     });
     expect(res.status).toBe(202);
@@ -94,7 +74,7 @@ describe('hub: starting backups and replications', () => {
     });
 
     const t0 = Date.now();
-    const job = await hub.call('GET', `/api/v1/backups/${backupId}`);
+    const job = await suite.hub.call('GET', `/api/v1/backups/${backupId}`);
     expect(Date.now() - t0).toBeLessThan(1000);
     expect(job.status).toBe(200);
     expect(job.body).toMatchObject({
@@ -102,7 +82,7 @@ describe('hub: starting backups and replications', () => {
       job_type: 'backup',
       vm_name: vmName,
       backup_type: 'full',
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       policy_id: null,
       parent_backup_id: null,
       status: 'queued',
@@ -115,42 +95,42 @@ describe('hub: starting backups and replications', () => {
     });
 
     // backup.start went out after the row existed, with the job id as event id and Nats-Msg-Id.
-    const start = await lastStart(world);
+    const start = await lastStart(suite.world);
     expect(start.msgId).toBe(backupId);
     expect(start.event).toMatchObject({ id: backupId, jobId: backupId, jobType: 'backup' });
     expect(start.event.data.disks.map((d) => d.source)).toEqual([
       `/var/lib/vms/${vmName}/disk-0.qcow2`,
       `/var/lib/vms/${vmName}/disk-1.qcow2`,
     ]);
-    await world.drained();
-    expect(await world.deadLetters()).toEqual([]);
+    await suite.world.drained();
+    expect(await suite.world.deadLetters()).toEqual([]);
   });
 
   it("plans an incremental on the completed full: each disk's change_id, the parent, backed by its files", async () => {
-    const vmName = await registerVm(hub, ['disk-0', 'disk-1']);
-    const full = await hub.call<Accepted>('POST', '/api/v1/backups', {
+    const vmName = await registerVm(suite.hub, ['disk-0', 'disk-1']);
+    const full = await suite.hub.call<Accepted>('POST', '/api/v1/backups', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'full',
     });
     const fullId = full.body.backup_id as string;
     await complete(fullId, 'backup', ['uuid-a/1', 'uuid-b/1']);
 
-    const incr = await hub.call<Accepted>('POST', '/api/v1/backups', {
+    const incr = await suite.hub.call<Accepted>('POST', '/api/v1/backups', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'incremental',
     });
     expect(incr.status).toBe(202);
     const incrId = incr.body.backup_id as string;
     expect(incr.body).toMatchObject({ backup_type: 'incremental', parent_backup_id: fullId });
 
-    const { event } = await lastStart(world);
+    const { event } = await lastStart(suite.world);
     expect(event.jobId).toBe(incrId);
     expect(event.data).toEqual({
       vmName,
       backupType: 'incremental',
-      repositoryId: repo.id,
+      repositoryId: suite.repo.id,
       policyId: null,
       parentJobId: fullId,
       disks: [
@@ -170,14 +150,14 @@ describe('hub: starting backups and replications', () => {
         },
       ],
     });
-    const row = await world.job(incrId);
+    const row = await suite.world.job(incrId);
     expect(row).toMatchObject({ parent_backup_id: fullId, backup_type: 'incremental' });
 
     // The incremental is still queued: a second backup of the VM is refused, and not published.
-    const before = await streamCount(world);
-    const second = await hub.call('POST', '/api/v1/backups', {
+    const before = await streamCount(suite.world);
+    const second = await suite.hub.call('POST', '/api/v1/backups', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'auto',
     });
     expect(second.status).toBe(409);
@@ -185,18 +165,18 @@ describe('hub: starting backups and replications', () => {
       error: `VM ${vmName} already has an active backup job ${incrId}`,
       details: [{ path: 'body.vm_name', message: expect.any(String) }],
     });
-    expect(await streamCount(world)).toBe(before);
-    expect(await world.count('SELECT COUNT(*) FROM backup_jobs WHERE vm_name = ?', [vmName])).toBe(
-      2,
-    );
+    expect(await streamCount(suite.world)).toBe(before);
+    expect(
+      await suite.world.count('SELECT COUNT(*) FROM backup_jobs WHERE vm_name = ?', [vmName]),
+    ).toBe(2);
   });
 
   it('refuses an incremental without a completed chain head (409); "auto" then means full', async () => {
-    const vmName = await registerVm(hub, ['disk-0']);
-    const before = await streamCount(world);
-    const incr = await hub.call('POST', '/api/v1/backups', {
+    const vmName = await registerVm(suite.hub, ['disk-0']);
+    const before = await streamCount(suite.world);
+    const incr = await suite.hub.call('POST', '/api/v1/backups', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'incremental',
     });
     expect(incr.status).toBe(409);
@@ -204,14 +184,14 @@ describe('hub: starting backups and replications', () => {
       error: `no incremental backup possible: VM ${vmName} has no completed backup`,
       details: [{ path: 'body.backup_type', message: expect.stringContaining('ask for a full') }],
     });
-    expect(await streamCount(world)).toBe(before);
-    expect(await world.count('SELECT COUNT(*) FROM backup_jobs WHERE vm_name = ?', [vmName])).toBe(
-      0,
-    );
+    expect(await streamCount(suite.world)).toBe(before);
+    expect(
+      await suite.world.count('SELECT COUNT(*) FROM backup_jobs WHERE vm_name = ?', [vmName]),
+    ).toBe(0);
 
-    const auto = await hub.call<Accepted>('POST', '/api/v1/backups', {
+    const auto = await suite.hub.call<Accepted>('POST', '/api/v1/backups', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'auto',
     });
     expect(auto.status).toBe(202);
@@ -219,61 +199,63 @@ describe('hub: starting backups and replications', () => {
   });
 
   it('answers 404 for an unknown VM, repository or policy, naming the field; nothing is published', async () => {
-    const vmName = await registerVm(hub);
-    const before = await streamCount(world);
+    const vmName = await registerVm(suite.hub);
+    const before = await streamCount(suite.world);
     const cases: [Record<string, unknown>, string][] = [
-      [{ vm_name: uniqueName('ghost'), repository_id: repo.id }, 'body.vm_name'],
+      [{ vm_name: uniqueName('ghost'), repository_id: suite.repo.id }, 'body.vm_name'],
       [{ vm_name: vmName, repository_id: 'repo-nope' }, 'body.repository_id'],
-      [{ vm_name: vmName, repository_id: repo.id, policy_id: 'policy-nope' }, 'body.policy_id'],
+      [
+        { vm_name: vmName, repository_id: suite.repo.id, policy_id: 'policy-nope' },
+        'body.policy_id',
+      ],
     ];
     for (const [body, path] of cases) {
-      const res = await hub.call('POST', '/api/v1/backups', { ...body, backup_type: 'full' });
+      const res = await suite.hub.call('POST', '/api/v1/backups', { ...body, backup_type: 'full' });
       expect(res.status).toBe(404);
       expect(res.body).toMatchObject({ details: [{ path }] });
     }
-    expect(await streamCount(world)).toBe(before);
-    expect(await world.count('SELECT COUNT(*) FROM backup_jobs WHERE vm_name = ?', [vmName])).toBe(
-      0,
-    );
+    expect(await streamCount(suite.world)).toBe(before);
+    expect(
+      await suite.world.count('SELECT COUNT(*) FROM backup_jobs WHERE vm_name = ?', [vmName]),
+    ).toBe(0);
   });
 
   it('records a policy, and lists backup jobs by VM and status, newest first', async () => {
-    const policy = await hub.call<{ id: string }>('POST', '/api/v1/policies', {
+    const policy = await suite.hub.call<{ id: string }>('POST', '/api/v1/policies', {
       name: uniqueName('nightly'),
       schedule: '0 2 * * *',
       retention_count: 7,
     });
     expect(policy.status).toBe(201);
-    const vmName = await registerVm(hub);
-    const first = await hub.call<Accepted>('POST', '/api/v1/backups', {
+    const vmName = await registerVm(suite.hub);
+    const first = await suite.hub.call<Accepted>('POST', '/api/v1/backups', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'full',
       policy_id: policy.body.id,
     });
     const firstId = first.body.backup_id as string;
     await complete(firstId, 'backup', ['uuid-p/1']);
-    const second = await hub.call<Accepted>('POST', '/api/v1/backups', {
+    const second = await suite.hub.call<Accepted>('POST', '/api/v1/backups', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'auto',
     });
     // A replication of the same VM may run beside its backup; it is not listed with backups.
-    const replication = await hub.call('POST', '/api/v1/replications', {
+    const replication = await suite.hub.call('POST', '/api/v1/replications', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'full',
     });
     expect(replication.status).toBe(202);
 
-    const all = await hub.call<{ backups: { backup_id: string; policy_id: string | null }[] }>(
-      'GET',
-      `/api/v1/backups?vm_name=${vmName}`,
-    );
+    const all = await suite.hub.call<{
+      backups: { backup_id: string; policy_id: string | null }[];
+    }>('GET', `/api/v1/backups?vm_name=${vmName}`);
     expect(all.status).toBe(200);
     expect(all.body.backups.map((b) => b.backup_id)).toEqual([second.body.backup_id, firstId]);
     expect(all.body.backups[1].policy_id).toBe(policy.body.id);
-    const done = await hub.call<{ backups: { backup_id: string; change_id: string }[] }>(
+    const done = await suite.hub.call<{ backups: { backup_id: string; change_id: string }[] }>(
       'GET',
       `/api/v1/backups?vm_name=${vmName}&status=completed&limit=5`,
     );
@@ -283,10 +265,10 @@ describe('hub: starting backups and replications', () => {
   });
 
   it('replicates into one replica per disk: full, then incremental from its change_ids, never backed', async () => {
-    const vmName = await registerVm(hub, ['disk-0', 'disk-1']);
-    const full = await hub.call<Accepted>('POST', '/api/v1/replications', {
+    const vmName = await registerVm(suite.hub, ['disk-0', 'disk-1']);
+    const full = await suite.hub.call<Accepted>('POST', '/api/v1/replications', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'auto',
     });
     expect(full.status).toBe(202);
@@ -302,9 +284,9 @@ describe('hub: starting backups and replications', () => {
     expect(full.body.disks.map((d) => d.target_path)).toEqual(replicas);
     await complete(fullId, 'replication', ['uuid-r0/4', 'uuid-r1/4']);
 
-    const incr = await hub.call<Accepted>('POST', '/api/v1/replications', {
+    const incr = await suite.hub.call<Accepted>('POST', '/api/v1/replications', {
       vm_name: vmName,
-      repository_id: repo.id,
+      repository_id: suite.repo.id,
       backup_type: 'incremental',
     });
     expect(incr.status).toBe(202);
@@ -326,10 +308,10 @@ describe('hub: starting backups and replications', () => {
         },
       ],
     });
-    const { event } = await lastStart(world);
+    const { event } = await lastStart(suite.world);
     expect(event).toMatchObject({ jobId: incr.body.job_id, jobType: 'replication' });
 
-    const got = await hub.call('GET', `/api/v1/replications/${incr.body.job_id}`);
+    const got = await suite.hub.call('GET', `/api/v1/replications/${incr.body.job_id}`);
     expect(got.status).toBe(200);
     expect(got.body).toMatchObject({
       job_id: incr.body.job_id,
@@ -339,13 +321,13 @@ describe('hub: starting backups and replications', () => {
   });
 
   it('answers 404 for an unknown job, naming the path parameter', async () => {
-    const res = await hub.call('GET', '/api/v1/backups/backup-nope');
+    const res = await suite.hub.call('GET', '/api/v1/backups/backup-nope');
     expect(res.status).toBe(404);
     expect(res.body).toEqual({
       error: 'job backup-nope does not exist',
       details: [{ path: 'params.backup_id', message: 'not found' }],
     });
-    const rep = await hub.call('GET', '/api/v1/replications/replication-nope');
+    const rep = await suite.hub.call('GET', '/api/v1/replications/replication-nope');
     expect(rep.body).toMatchObject({ details: [{ path: 'params.job_id' }] });
   });
 });

@@ -3,7 +3,7 @@ import { createLogger, type Logger, type TidemarkEvent } from '@tidemark/shared'
 import { HubConfigSchema } from '@tidemark/hub/config';
 import { startHub, type Hub } from '@tidemark/hub/hub';
 import { uniqueName } from './env';
-import type { LedgerWorld } from './ledger-harness';
+import { createLedgerWorld, type LedgerWorld } from './ledger-harness';
 
 export interface HubAnswer<T = Record<string, unknown>> {
   status: number;
@@ -128,4 +128,30 @@ export async function lastStart(
   });
   if (!m) throw new Error('no backup.start in the stream');
   return { msgId: m.header?.get('Nats-Msg-Id'), event: m.json<TidemarkEvent<'backup.start'>>() };
+}
+
+/** What a hub suite shares: set in its beforeAll, closed in its afterAll (see `hubSuite`). */
+export interface HubSuite {
+  world: LedgerWorld;
+  hub: TestHub;
+  repo: { id: string; path: string };
+}
+
+/**
+ * For a describe block: its own ledger world with the ledger running, a hub on it and one
+ * repository at `repoPath`; all closed after the block.
+ */
+export function hubSuite(repoPath?: string): HubSuite {
+  const suite = {} as HubSuite;
+  beforeAll(async () => {
+    suite.world = await createLedgerWorld();
+    await suite.world.startLedger();
+    suite.hub = await startTestHub(suite.world);
+    suite.repo = await createRepository(suite.hub, repoPath);
+  });
+  afterAll(async () => {
+    await suite.hub?.close();
+    await suite.world?.close();
+  });
+  return suite;
 }
