@@ -12,7 +12,8 @@
 //     rewrites the generated block of .dockerignore: node_modules is left out of the images'
 //     build context except the packages some service image needs. Every file sent costs the
 //     Docker daemon time (the whole node_modules took ~18 s per image here). Run it after
-//     changing the services' dependencies; a Dockerfile's prune step names what is missing.
+//     changing the services' dependencies, with dist/ built (`npx tsc -b`: the requires in it
+//     count); a Dockerfile's prune step names what is missing.
 'use strict';
 const fs = require('node:fs');
 const { builtinModules } = require('node:module');
