@@ -237,11 +237,24 @@ describe('appliance-runner', () => {
     const b = await runner({ TIDEMARK_RUNNER_CLIENT: slow, TIDEMARK_RUNNER_ACK_WAIT_MS: '1500' });
     const vm = uniqueName('vm');
     const jobId = uniqueName('job-');
+    // While the client is silent the runner still reports the job alive (the ledger's lease).
+    const progress = world.nc.subscribe(world.topo.subjectFor('backup.progress'));
+    const sequences: number[] = [];
+    void (async () => {
+      for await (const m of progress) {
+        const ev = m.json<{ jobId: string; data: { phase: string; sequence: number } }>();
+        if (ev.jobId === jobId && ev.data.phase === 'preparing') sequences.push(ev.data.sequence);
+      }
+    })();
     await startFull(jobId, vm, vmWithDisk(vm));
     await world.waitForJob(jobId, (j) => j.status === 'completed', 30_000);
+    progress.unsubscribe();
     await new Promise((r) => setTimeout(r, 2000)); // a redelivery would show by now
     expect(a.stats().received + b.stats().received).toBe(1);
     expect(a.stats().started + b.stats().started).toBe(1);
+    // One line from the client, then one every 500 ms (a third of the ack wait) for 4 s.
+    expect(sequences.length).toBeGreaterThanOrEqual(5);
+    expect([...sequences].sort((x, y) => x - y)).toEqual(sequences);
   });
 
   it('redoes the job of a runner SIGKILLed mid-copy on another runner, once, from a clean start', async () => {

@@ -13,6 +13,7 @@ describe('ledger: jobs whose backup.start never reached the bus', () => {
   beforeAll(async () => {
     world = await createLedgerWorld({
       TIDEMARK_LEDGER_START_TIMEOUT_MS: '1500',
+      TIDEMARK_LEDGER_LEASE_MS: '1500',
       TIDEMARK_LEDGER_REAPER_INTERVAL_MS: '200',
     });
     await world.startLedger();
@@ -65,5 +66,52 @@ describe('ledger: jobs whose backup.start never reached the bus', () => {
     });
     const row = await world.waitForJob(jobId, (r) => r.status === 'completed');
     expect(row).toMatchObject({ change_id: 'late/1', error_code: null });
+  });
+
+  describe('running jobs whose runner went silent', () => {
+    const progress = (sequence: number) => ({
+      phase: 'copying' as const,
+      sequence,
+      bytesPerSecond: 1,
+      disks: [{ diskKey: 'disk-2000', bytesDone: sequence, bytesTotal: 100 }],
+    });
+
+    it('fails a running job without progress for longer than the lease, retryable, and frees the VM', async () => {
+      const vm = uniqueName('vm');
+      const jobId = uniqueName('backup-');
+      await world.publish('backup.start', jobId, startData(repositoryId, vm));
+      await world.publish('backup.progress', jobId, progress(1));
+      await world.waitForJob(jobId, (r) => r.status === 'running');
+      const row = await world.waitForJob(jobId, (r) => r.status === 'failed', 10000);
+      expect(row).toMatchObject({ error_code: 'LEASE_EXPIRED', retryable: 1 });
+      expect(String(row.error_message)).toContain('no word from the job');
+      await world.ask('jobs.create', {
+        jobId: uniqueName('backup-'),
+        jobType: 'backup',
+        ...startData(repositoryId, vm),
+      });
+    });
+
+    it('keeps a job running while its runner reports, and records a completion after an expiry', async () => {
+      const vm = uniqueName('vm');
+      const jobId = uniqueName('backup-');
+      await world.publish('backup.start', jobId, startData(repositoryId, vm));
+      for (let i = 1; i <= 6; i++) {
+        await world.publish('backup.progress', jobId, progress(i));
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      expect(await world.job(jobId)).toMatchObject({ status: 'running' });
+
+      await world.waitForJob(jobId, (r) => r.status === 'failed', 10000);
+      await world.publish('backup.completed', jobId, {
+        vmName: vm,
+        backupType: 'full',
+        repositoryId,
+        bytesTransferred: 5,
+        disks: [{ diskKey: 'disk-2000', changeId: 'slow/1', bytesTransferred: 5 }],
+      });
+      const row = await world.waitForJob(jobId, (r) => r.status === 'completed');
+      expect(row).toMatchObject({ change_id: 'slow/1', error_code: null });
+    });
   });
 });

@@ -4,7 +4,7 @@
  * - `record` writes what the child process received, then runs the real client;
  * - `garbage` prints lines that are not the client's protocol and exits 0;
  * - `exit` exits 3 with only a log line;
- * - `slow` waits 4 s, then runs the real client.
+ * - `slow` prints one progress line, stays silent for 4 s, then runs the real client.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -46,6 +46,9 @@ export function fakeClient(mode: string): void {
       process.exit(3);
       break;
     case 'slow':
+      process.stdout.write(
+        `${JSON.stringify({ type: 'progress', phase: 'preparing', disks: [], bytesPerSecond: 0 })}\n`,
+      );
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 4000);
       return runReal();
     default:

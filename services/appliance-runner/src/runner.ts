@@ -22,7 +22,12 @@ import {
   type TidemarkEvent,
 } from '@tidemark/shared';
 import type { RunnerConfig } from './config';
-import { startClient, type ClientOutcome, type ClientRun } from './client-process';
+import {
+  startClient,
+  type ClientOutcome,
+  type ClientProgress,
+  type ClientRun,
+} from './client-process';
 import { LockedError, lockTargets } from './lock';
 
 export interface Runner {
@@ -43,6 +48,11 @@ export interface Runner {
 
 /** Progress events at most this often per job (plus every phase change). */
 const PROGRESS_INTERVAL_MS = 1000;
+/**
+ * The longest a running job goes without a progress event, even when nothing moved: the
+ * ledger's lease (TIDEMARK_LEDGER_LEASE_MS, 5 min by default) fails a job whose runner is silent.
+ */
+const MAX_HEARTBEAT_MS = 30_000;
 
 function defaultClientMain(): string {
   return require.resolve('@tidemark/backup-client/main');
@@ -215,15 +225,42 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         cancel(event.jobId, job.errorMessage ?? 'cancelled on request', 'ledger');
       }
     };
-    let lock: Awaited<ReturnType<typeof lockTargets>> | undefined;
-    const heartbeat = setInterval(
-      () => {
-        m.working();
-        void lock?.refresh();
-        void checkLedger();
-      },
-      Math.max(200, Math.floor(config.TIDEMARK_RUNNER_ACK_WAIT_MS / 3)),
+    // Progress sequences rise across attempts: a later attempt's events are never "older".
+    let sequence = attempt * 2 ** 32;
+    let lastSent = 0;
+    let lastPhase = '';
+    let lastProgress: ClientProgress | undefined;
+    const sendProgress = (p: ClientProgress): void => {
+      lastProgress = p;
+      lastPhase = p.phase;
+      lastSent = Date.now();
+      const progress = makeEvent('backup.progress', {
+        jobId: event.jobId,
+        jobType: event.jobType,
+        data: {
+          phase: p.phase,
+          sequence: sequence++,
+          disks: p.disks,
+          bytesPerSecond: p.bytesPerSecond,
+        },
+      });
+      publishEvent(js, topo, progress).catch((err: unknown) =>
+        jobLog.warn({ err: String(err) }, 'progress not published (the next one will be)'),
+      );
+    };
+    const heartbeatMs = Math.max(
+      200,
+      Math.min(MAX_HEARTBEAT_MS, Math.floor(config.TIDEMARK_RUNNER_ACK_WAIT_MS / 3)),
     );
+    let lock: Awaited<ReturnType<typeof lockTargets>> | undefined;
+    const heartbeat = setInterval(() => {
+      m.working();
+      void lock?.refresh();
+      void checkLedger();
+      // Nothing moved (a long flush, a slow source): say the job is alive all the same.
+      if (lastProgress && !slot.resultKnown && Date.now() - lastSent >= heartbeatMs)
+        sendProgress(lastProgress);
+    }, heartbeatMs);
     try {
       const recorded = await recordedStatus(event.jobId, jobLog);
       if (recorded?.status === 'completed') {
@@ -266,10 +303,6 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       }
       jobLog.info({ disks: start.disks.map((d) => d.diskKey) }, 'job started');
       counts.started++;
-      // Progress sequences rise across attempts: a later attempt's events are never "older".
-      let sequence = attempt * 2 ** 32;
-      let lastSent = 0;
-      let lastPhase = '';
       const client = await startClient({
         clientMain,
         jobId: event.jobId,
@@ -278,23 +311,8 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         workDir: workRoot,
         log: jobLog,
         onProgress: (p) => {
-          const now = Date.now();
-          if (p.phase === lastPhase && now - lastSent < PROGRESS_INTERVAL_MS) return;
-          lastPhase = p.phase;
-          lastSent = now;
-          const progress = makeEvent('backup.progress', {
-            jobId: event.jobId,
-            jobType: event.jobType,
-            data: {
-              phase: p.phase,
-              sequence: sequence++,
-              disks: p.disks,
-              bytesPerSecond: p.bytesPerSecond,
-            },
-          });
-          publishEvent(js, topo, progress).catch((err: unknown) =>
-            jobLog.warn({ err: String(err) }, 'progress not published (the next one will be)'),
-          );
+          if (p.phase === lastPhase && Date.now() - lastSent < PROGRESS_INTERVAL_MS) return;
+          sendProgress(p);
         },
       });
       slot.client = client;

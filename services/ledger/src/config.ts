@@ -18,6 +18,11 @@ export const LedgerConfigSchema = z.object({
   TIDEMARK_LEDGER_DEFER_DELAY_MS: int(10, 600_000, 2000),
   /** How long a job the hub created may wait for its backup.start before it is failed. */
   TIDEMARK_LEDGER_START_TIMEOUT_MS: int(1000, 86_400_000, 120_000),
+  /**
+   * How long a running job may go without progress from its runner before it is failed
+   * (LEASE_EXPIRED, retryable). Runners report at least every third of their ack wait.
+   */
+  TIDEMARK_LEDGER_LEASE_MS: int(1000, 86_400_000, 300_000),
   TIDEMARK_LEDGER_REAPER_INTERVAL_MS: int(100, 3_600_000, 15_000),
   /** Connections to MySQL. */
   TIDEMARK_LEDGER_DB_POOL: int(1, 100, 10),

@@ -91,6 +91,7 @@ export async function startLedger(
     ds,
     log,
     startTimeoutMs: config.TIDEMARK_LEDGER_START_TIMEOUT_MS,
+    leaseMs: config.TIDEMARK_LEDGER_LEASE_MS,
     intervalMs: config.TIDEMARK_LEDGER_REAPER_INTERVAL_MS,
   });
   log.info('ledger ready');
