@@ -9,7 +9,7 @@ import {
   ValidationError,
   type FieldIssue,
 } from './errors';
-import { DiskKey, DiskSource, FilePath, JobId, RecordId, VmName } from './events/ids';
+import { DirPath, DiskKey, DiskSource, JobId, RecordId, VmName } from './events/ids';
 import { StartDataV1, jobTypes, type BackupType, type JobType } from './events/schemas';
 import type { BusTopology } from './nats/topology';
 import { parseOrThrow } from './validate';
@@ -111,7 +111,7 @@ export const querySchemas = {
     limit: z.number().int().min(1).max(1000).default(50),
   }),
   'chain-head': z.object({ vmName: VmName, jobType: z.enum(jobTypes).default('backup') }),
-  'repositories.create': z.object({ name: Name, path: FilePath }),
+  'repositories.create': z.object({ name: Name, path: DirPath }),
   'repositories.get': z.object({ id: RecordId }),
   'repositories.list': z.object({}),
   'policies.create': z.object({

@@ -3,7 +3,7 @@
  * real backup client copying real qcow2 images.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLogger } from '@tidemark/shared';
 import { RunnerConfigSchema } from '@tidemark/appliance-runner/config';
@@ -63,6 +63,9 @@ async function runner(overrides: Record<string, string> = {}): Promise<Runner> {
   return r;
 }
 
+/** The repository every job of this suite writes into. */
+const repoRoot = () => join(tmp.dir, 'repo');
+
 /** A VM with one small disk that holds data, and a `backup.start` for a full backup of it. */
 function vmWithDisk(name: string): { source: string; target: string } {
   const source = join(tmp.dir, `${name}.qcow2`);
@@ -76,6 +79,7 @@ async function startFull(jobId: string, vm: string, disk: { source: string; targ
     vmName: vm,
     backupType: 'full',
     repositoryId,
+    repositoryPath: repoRoot(),
     disks: [{ diskKey: 'disk-0', source: disk.source, targetPath: disk.target }],
   });
 }
@@ -158,6 +162,7 @@ describe('appliance-runner', () => {
       vmName: vm,
       backupType: 'incremental',
       repositoryId,
+      repositoryPath: repoRoot(),
       parentJobId: fullId,
       disks: [
         {
@@ -378,5 +383,48 @@ describe('appliance-runner', () => {
       status: 'completed',
       change_id: done.change_id,
     });
+  });
+
+  it('refuses a job whose target leaves its repository (a symlink, or a root from the ledger)', async () => {
+    const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
+    const vm = uniqueName('vm');
+    const disk = vmWithDisk(vm);
+    const outside = join(tmp.dir, `outside-${vm}`);
+    mkdirSync(outside);
+    mkdirSync(join(repoRoot(), vm), { recursive: true });
+    symlinkSync(outside, join(repoRoot(), vm, 'escape'));
+    const jobId = uniqueName('job-');
+    await world.publish('backup.start', jobId, {
+      vmName: vm,
+      backupType: 'full',
+      repositoryId,
+      repositoryPath: repoRoot(),
+      disks: [
+        {
+          diskKey: 'disk-0',
+          source: disk.source,
+          targetPath: join(repoRoot(), vm, 'escape', 'd.qcow2'),
+        },
+      ],
+    });
+    const job = await world.waitForJob(jobId, (j) => j.status === 'failed', 30_000);
+    expect(job).toMatchObject({ error_code: 'PATH_OUTSIDE_REPOSITORY', retryable: 0 });
+    expect(String(job.error_message)).toContain('disks[0].targetPath');
+    expect(readdirSync(outside)).toEqual([]);
+    expect(existsSync(join(tmp.dir, `client-env-${jobId}.json`))).toBe(false);
+
+    // Without repositoryPath in the event the runner takes the root from the ledger: the
+    // seeded repository is elsewhere, so this suite's target is outside it.
+    const second = uniqueName('job-');
+    await world.publish('backup.start', second, {
+      vmName: uniqueName('vm'),
+      backupType: 'full',
+      repositoryId,
+      disks: [{ diskKey: 'disk-0', source: disk.source, targetPath: disk.target }],
+    });
+    const refused = await world.waitForJob(second, (j) => j.status === 'failed', 30_000);
+    expect(refused).toMatchObject({ error_code: 'PATH_OUTSIDE_REPOSITORY' });
+    expect(String(refused.error_message)).toContain('is not under the repository');
+    expect(r.stats().started).toBe(0);
   });
 });

@@ -92,6 +92,13 @@ describe('hub: requests, auth and docs', () => {
       expect(vm.body).toMatchObject({
         details: [{ path: 'body.disks.0.driver' }, { path: 'body.disks.0.path' }],
       });
+      const repo = await suite.hub.call<{ error: string }>('POST', '/api/v1/repositories', {
+        name: uniqueName('r'),
+        path: '/srv/tidemark/../../etc',
+      });
+      expect(repo.status).toBe(400);
+      expect(repo.body).toMatchObject({ details: [{ path: 'body.path' }] });
+      expect(repo.body.error).toContain('normal path');
       const policy = await suite.hub.call('POST', '/api/v1/policies', {
         name: uniqueName('p'),
         retention_count: 1.5,

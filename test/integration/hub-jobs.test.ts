@@ -131,6 +131,7 @@ describe('hub: starting backups and replications', () => {
       vmName,
       backupType: 'incremental',
       repositoryId: suite.repo.id,
+      repositoryPath: '/srv/tidemark',
       policyId: null,
       parentJobId: fullId,
       disks: [

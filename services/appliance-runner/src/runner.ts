@@ -29,6 +29,7 @@ import {
   type ClientRun,
 } from './client-process';
 import { LockedError, lockTargets } from './lock';
+import { PathOutsideRepositoryError, checkInsideRepository } from './paths';
 
 export interface Runner {
   nc: NatsConnection;
@@ -144,6 +145,41 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     },
   });
 
+  /**
+   * Why the job must not run because of where it would write, or null: every target and backing
+   * path must lie inside the job's repository (from the event, else from the ledger).
+   */
+  const refusePaths = async (
+    start: StartData,
+    jobLog: Logger,
+  ): Promise<{ code: string; message: string; retryable: boolean } | null> => {
+    let root = start.repositoryPath;
+    if (root === undefined) {
+      try {
+        root = (await askLedger(nc, topo, 'repositories.get', { id: start.repositoryId }, 5000))
+          .path;
+      } catch (err) {
+        jobLog.warn({ err: String(err) }, 'repository root unknown');
+        return {
+          code: 'REPOSITORY_UNKNOWN',
+          message: `the start names no repositoryPath and the ledger did not give the root of repository ${start.repositoryId}: ${String(err)}`,
+          retryable: true,
+        };
+      }
+    }
+    try {
+      for (const [i, d] of start.disks.entries()) {
+        await checkInsideRepository(root, `disks[${i}].targetPath`, d.targetPath);
+        if (d.backingPath !== null)
+          await checkInsideRepository(root, `disks[${i}].backingPath`, d.backingPath);
+      }
+      return null;
+    } catch (err) {
+      if (!(err instanceof PathOutsideRepositoryError)) throw err;
+      return { code: 'PATH_OUTSIDE_REPOSITORY', message: err.message, retryable: false };
+    }
+  };
+
   /** The job's status in the ledger; null when the ledger does not know it or does not answer. */
   const recordedStatus = async (jobId: string, jobLog: Logger): Promise<JobView | null> => {
     try {
@@ -227,11 +263,11 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     };
     // Progress sequences rise across attempts: a later attempt's events are never "older".
     let sequence = attempt * 2 ** 32;
-    let lastSent = 0;
+    let lastSent = 0; // any progress event, relayed or keep-alive
+    let lastRelayed = 0; // the client's own, throttled to one a second
     let lastPhase = '';
-    let lastProgress: ClientProgress | undefined;
+    let latest: ClientProgress | undefined; // the client's newest line, relayed or not
     const sendProgress = (p: ClientProgress): void => {
-      lastProgress = p;
       lastPhase = p.phase;
       lastSent = Date.now();
       const progress = makeEvent('backup.progress', {
@@ -258,8 +294,7 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       void lock?.refresh();
       void checkLedger();
       // Nothing moved (a long flush, a slow source): say the job is alive all the same.
-      if (lastProgress && !slot.resultKnown && Date.now() - lastSent >= heartbeatMs)
-        sendProgress(lastProgress);
+      if (latest && !slot.resultKnown && Date.now() - lastSent >= heartbeatMs) sendProgress(latest);
     }, heartbeatMs);
     try {
       const recorded = await recordedStatus(event.jobId, jobLog);
@@ -272,6 +307,22 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       }
       if (recorded?.status === 'cancelled') {
         cancel(event.jobId, recorded.errorMessage ?? 'cancelled on request', 'ledger');
+      }
+      const refused = await refusePaths(start, jobLog);
+      if (refused) {
+        jobLog.error({ code: refused.code, err: refused.message }, 'job refused');
+        await publish(
+          makeEvent('backup.failed', {
+            jobId: event.jobId,
+            jobType: event.jobType,
+            id: `${event.jobId}.failed.paths`,
+            data: { ...refused, ...base },
+          }),
+          jobLog,
+        );
+        counts.failed++;
+        m.ack();
+        return;
       }
       try {
         lock = await lockTargets(
@@ -311,7 +362,10 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         workDir: workRoot,
         log: jobLog,
         onProgress: (p) => {
-          if (p.phase === lastPhase && Date.now() - lastSent < PROGRESS_INTERVAL_MS) return;
+          latest = p;
+          const now = Date.now();
+          if (p.phase === lastPhase && now - lastRelayed < PROGRESS_INTERVAL_MS) return;
+          lastRelayed = now;
           sendProgress(p);
         },
       });

@@ -1,4 +1,4 @@
-import { DiskSource } from './ids';
+import { DirPath, DiskSource } from './ids';
 
 describe('DiskSource', () => {
   it.each([
@@ -22,5 +22,24 @@ describe('DiskSource', () => {
     const r = DiskSource.safeParse(source);
     expect(r.success).toBe(false);
     expect(r.error?.issues[0]?.message).toMatch(/must/);
+  });
+});
+
+describe('DirPath', () => {
+  it.each(['/', '/srv/tidemark', '/var/lib/tidemark/repo-1'])('accepts %s', (path) => {
+    expect(DirPath.safeParse(path).success).toBe(true);
+  });
+
+  it.each([
+    ['a relative path', 'srv/tidemark', 'absolute'],
+    ['a ".." segment', '/srv/../etc', 'normal path'],
+    ['a "." segment', '/srv/./tidemark', 'normal path'],
+    ['an empty segment', '/srv//tidemark', 'normal path'],
+    ['a trailing slash', '/srv/tidemark/', 'normal path'],
+    ['a NUL byte', '/srv/tide\0mark', 'NUL'],
+  ])('refuses %s, saying why', (_, path, why) => {
+    const r = DirPath.safeParse(path);
+    expect(r.success).toBe(false);
+    expect(r.error?.issues.map((i) => i.message).join(' ')).toContain(why);
   });
 });

@@ -47,6 +47,27 @@ export const FilePath = z
   .regex(/^\//, 'must be an absolute path');
 
 /**
+ * A directory that paths are built under (a repository's root): absolute and already normal —
+ * no `.` or `..` segment, no empty segment, no trailing slash — so nothing built from it can
+ * climb out of it by its spelling. (Symlinks are checked where files are written: the runner.)
+ */
+export const DirPath = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(1024)
+  .regex(/^\//, 'must be an absolute path')
+  .refine((p) => !p.includes('\0'), 'must not contain a NUL byte')
+  .refine(
+    (p) =>
+      p === '/' ||
+      p
+        .slice(1)
+        .split('/')
+        .every((seg) => seg !== '' && seg !== '.' && seg !== '..'),
+    'must be a normal path: no ".", ".." or empty segment, no trailing "/"',
+  );
+
+/**
  * Where the qemu driver reads a disk: an image's absolute path (read offline), or a disk a
  * running qemu-storage-daemon serves, `qemu-live:<QMP socket>?node=<node name>[&nbd=<NBD socket>]`
  * with absolute socket paths.

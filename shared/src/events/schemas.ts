@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ByteCount, ChangeId, DiskKey, FilePath, JobId, RecordId, VmName } from './ids';
+import { ByteCount, ChangeId, DirPath, DiskKey, FilePath, JobId, RecordId, VmName } from './ids';
 
 export const JobType = { Backup: 'backup', Replication: 'replication' } as const;
 export type JobType = (typeof JobType)[keyof typeof JobType];
@@ -25,6 +25,12 @@ export const StartDataV1 = z.object({
   backupType: z.enum(backupTypes),
   /** Repository the targets live in. */
   repositoryId: RecordId,
+  /**
+   * The repository's root directory; every target and backing path must lie under it (the
+   * runner refuses a job whose paths leave it, symlinks resolved). Optional for publishers
+   * that predate it: the runner then asks the ledger.
+   */
+  repositoryPath: DirPath.optional(),
   /** Policy that scheduled the job; null when started by hand. */
   policyId: RecordId.nullable().default(null),
   /** The job this one builds on; null for a full backup. */

@@ -3,9 +3,9 @@
 import {
   ByteCount,
   ChangeId,
+  DirPath,
   DiskKey,
   DiskSource,
-  FilePath,
   JobId,
   RecordId,
   VmName,
@@ -69,7 +69,7 @@ export const Vm = z
 
 export const CreateRepositoryBody = z.strictObject({
   name: z.string().min(1).max(128),
-  path: FilePath.describe('Directory the backups are written under'),
+  path: DirPath.describe('Directory the backups are written under'),
 });
 
 export const Repository = z

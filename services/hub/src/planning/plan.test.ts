@@ -77,6 +77,7 @@ describe('planJob', () => {
       vmName: 'pgtest1',
       backupType: 'full',
       repositoryId: 'repo-1',
+      repositoryPath: '/srv/tidemark',
       policyId: null,
       parentJobId: null,
       disks: [

@@ -47,6 +47,7 @@ export function planJob(req: PlanRequest): StartData {
     vmName: req.vm.vmName,
     backupType: head ? BackupType.Incremental : BackupType.Full,
     repositoryId: req.repository.id,
+    repositoryPath: repositoryRoot(req.repository.path),
     policyId: req.policyId,
     parentJobId: head?.jobId ?? null,
     disks: req.vm.disks.map((disk) => {
@@ -63,6 +64,11 @@ export function planJob(req: PlanRequest): StartData {
   };
 }
 
+/** The repository's directory without a trailing slash ("/" stays "/"). */
+function repositoryRoot(path: string): string {
+  return path.replace(/(.)\/+$/, '$1');
+}
+
 /**
  * Backups: `<repository>/<vm>/<job id>/<disk key>.qcow2`, one new file per job.
  * Replications: `<repository>/<vm>/replica/<disk key>.qcow2`, one replica per disk for good.
@@ -71,7 +77,7 @@ export function targetPath(
   req: Pick<PlanRequest, 'jobId' | 'jobType' | 'vm' | 'repository'>,
   diskKey: string,
 ): string {
-  const root = req.repository.path.replace(/\/+$/, '');
+  const root = repositoryRoot(req.repository.path).replace(/^\/$/, '');
   const dir = req.jobType === JobType.Backup ? req.jobId : 'replica';
   return `${root}/${req.vm.vmName}/${dir}/${diskKey}.qcow2`;
 }
