@@ -22,6 +22,16 @@ const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 export const commonConfigShape = {
   TIDEMARK_NATS_URL: z.url({ protocol: /^(nats|tls|wss?)$/ }).default('nats://127.0.0.1:4222'),
   TIDEMARK_LOG_LEVEL: z.enum(logLevels).default('info'),
+  /**
+   * The service's own NATS user (infra/nats/secure.conf gives each service one, with only the
+   * subjects it needs); unset for a server without authorization.
+   */
+  TIDEMARK_NATS_USER: z.string().min(1).max(128).optional(),
+  TIDEMARK_NATS_PASSWORD: z.string().min(1).max(1024).optional(),
+  /** TLS: the CA that signed the server's certificate (enables TLS), and a client certificate. */
+  TIDEMARK_NATS_TLS_CA: z.string().min(1).optional(),
+  TIDEMARK_NATS_TLS_CERT: z.string().min(1).optional(),
+  TIDEMARK_NATS_TLS_KEY: z.string().min(1).optional(),
   /** Prefix of every Tidemark stream and subject; tests use a random one to stay apart. */
   TIDEMARK_BUS_PREFIX: z
     .string()

@@ -8,5 +8,6 @@ export * from './events/envelope';
 export * from './nats/topology';
 export * from './nats/deadletter';
 export * from './nats/jetstream';
+export * from './nats/connect';
 export * from './queries';
 export * from './json-schema';

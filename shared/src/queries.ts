@@ -10,7 +10,13 @@ import {
   type FieldIssue,
 } from './errors';
 import { DirPath, DiskKey, DiskSource, JobId, RecordId, VmName } from './events/ids';
-import { StartDataV1, jobTypes, type BackupType, type JobType } from './events/schemas';
+import {
+  CompletedDataV1,
+  StartDataV1,
+  jobTypes,
+  type BackupType,
+  type JobType,
+} from './events/schemas';
 import type { BusTopology } from './nats/topology';
 import { parseOrThrow } from './validate';
 
@@ -103,6 +109,16 @@ export const querySchemas = {
     message: z.string().min(1).max(4096),
     retryable: z.boolean(),
   }),
+  /**
+   * Records a completion reported over REST by an old client (the hub's compatibility routes):
+   * the ledger applies it as the `backup.completed` event `eventId`, exactly as if it had come
+   * over the bus, so the hub never needs to publish completions itself.
+   */
+  'jobs.complete': z.object({
+    jobId: JobId,
+    eventId: z.string().min(1).max(128),
+    data: CompletedDataV1,
+  }),
   'jobs.get': z.object({ jobId: JobId }),
   'jobs.list': z.object({
     vmName: VmName.optional(),
@@ -138,6 +154,7 @@ export const querySchemas = {
 export interface QueryResults {
   'jobs.create': JobView;
   'jobs.fail': JobView;
+  'jobs.complete': JobView;
   'jobs.get': JobView;
   'jobs.list': JobView[];
   'chain-head': JobView | null;

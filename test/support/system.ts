@@ -25,6 +25,8 @@ export interface SystemOptions {
   /** Extra variables for the runner (copy tuning, ack wait). */
   runnerEnv?: Record<string, string>;
   logLevel?: string;
+  /** Variables for one service only (its NATS user, say). */
+  serviceEnv?: Partial<Record<(typeof SERVICES)[number], Record<string, string>>>;
   /** Start no appliance-runner: jobs stay queued for an old client to copy and report. */
   withoutRunner?: boolean;
 }
@@ -147,7 +149,7 @@ export async function startSystem(opts: SystemOptions): Promise<RunningSystem> {
     if (service === 'appliance-runner' && opts.withoutRunner) continue;
     const log = createWriteStream(logFile(service), { flags: 'a' });
     const child = spawn(process.execPath, [mainOf(service)], {
-      env: { ...common, ...envOf[service] },
+      env: { ...common, ...envOf[service], ...opts.serviceEnv?.[service] },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child.stdout.pipe(log);

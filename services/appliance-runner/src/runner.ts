@@ -20,6 +20,7 @@ import {
   type Logger,
   type StartData,
   type TidemarkEvent,
+  natsConnectOptions,
 } from '@tidemark/shared';
 import type { RunnerConfig } from './config';
 import {
@@ -97,11 +98,9 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     },
     'runner starting',
   );
-  const nc = await connect({
-    servers: config.TIDEMARK_NATS_URL,
-    name: `tidemark-runner-${config.TIDEMARK_RUNNER_ID}`,
-    maxReconnectAttempts: -1,
-  });
+  const nc = await connect(
+    natsConnectOptions(config, `tidemark-runner-${config.TIDEMARK_RUNNER_ID}`),
+  );
   const jsm = await jetstreamManager(nc);
   await ensureStreams(jsm, topo);
   await ensureDurable(jsm, topo.stream, {

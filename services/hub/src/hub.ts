@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { busTopology, redactUrl, type Logger } from '@tidemark/shared';
+import { busTopology, natsConnectOptions, redactUrl, type Logger } from '@tidemark/shared';
 import type { HubConfig } from './config';
 import { buildApp, type HubApp } from './http/app';
 import { createBus } from './nats/bus';
@@ -26,11 +26,7 @@ export async function startHub(config: HubConfig, log: Logger): Promise<Hub> {
     );
   }
 
-  const nc = await connect({
-    servers: config.TIDEMARK_NATS_URL,
-    name: 'tidemark-hub',
-    maxReconnectAttempts: -1,
-  });
+  const nc = await connect(natsConnectOptions(config, 'tidemark-hub'));
   const bus = createBus({
     nc,
     js: jetstream(nc),

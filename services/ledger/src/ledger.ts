@@ -6,6 +6,7 @@ import {
   redactUrl,
   type AnyEvent,
   type Logger,
+  natsConnectOptions,
 } from '@tidemark/shared';
 import type { DataSource } from 'typeorm';
 import type { LedgerConfig } from './config';
@@ -56,11 +57,7 @@ export async function startLedger(
 
   let nc: NatsConnection;
   try {
-    nc = await connect({
-      servers: config.TIDEMARK_NATS_URL,
-      name: 'tidemark-ledger',
-      maxReconnectAttempts: -1,
-    });
+    nc = await connect(natsConnectOptions(config, 'tidemark-ledger'));
   } catch (err) {
     await ds.destroy();
     throw err;

@@ -124,6 +124,28 @@ export function createQueries(ds: DataSource): LedgerQueries {
       return (await loadJob(jobId)) as JobView;
     },
 
+    async 'jobs.complete'({ jobId, eventId, data }) {
+      const job = await loadJob(jobId);
+      if (!job)
+        throw new NotFoundError(`job ${jobId} does not exist`, [
+          { path: 'jobId', message: 'not found' },
+        ]);
+      const event = makeEvent('backup.completed', {
+        id: eventId,
+        jobId,
+        jobType: job.jobType,
+        data,
+      });
+      const [outcome] = await applyEventsIsolating(ds, [event]);
+      if (outcome.kind === 'rejected') {
+        if (outcome.code === 'NOT_FOUND') throw new NotFoundError(outcome.reason, outcome.issues);
+        if (outcome.code === 'CONFLICT') throw new ConflictError(outcome.reason, outcome.issues);
+        throw new ValidationError(outcome.reason, outcome.issues);
+      }
+      // Applied, or a repeat of the same completion: either way, report what is recorded.
+      return (await loadJob(jobId)) as JobView;
+    },
+
     async 'jobs.get'({ jobId }) {
       const job = await loadJob(jobId);
       if (!job)

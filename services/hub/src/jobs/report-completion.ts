@@ -1,4 +1,5 @@
-import { ConflictError, forJob, makeEvent } from '@tidemark/shared';
+import { randomUUID } from 'node:crypto';
+import { ConflictError, forJob } from '@tidemark/shared';
 import type { JobDeps, PublishedJobEvent } from './start-job';
 
 export interface CompletionReport {
@@ -34,9 +35,10 @@ export async function reportCompletion(
       [{ path: 'body.change_id', message: `differs from the recorded ${disk.changeId ?? 'none'}` }],
     );
   }
-  const event = makeEvent('backup.completed', {
+  const eventId = randomUUID();
+  await deps.bus.ask('jobs.complete', {
     jobId: job.jobId,
-    jobType: job.jobType,
+    eventId,
     data: {
       vmName: job.vmName,
       backupType: job.backupType,
@@ -55,10 +57,9 @@ export async function reportCompletion(
       bytesTransferred: report.bytesTransferred,
     },
   });
-  await deps.bus.publish(event);
   log.info(
-    { eventId: event.id, diskKey: disk.diskKey, changeId: report.changeId, status: job.status },
-    'completion reported by an old client; backup.completed published',
+    { eventId, diskKey: disk.diskKey, changeId: report.changeId, status: job.status },
+    'completion reported by an old client; recorded by the ledger',
   );
-  return { jobId: job.jobId, jobType: job.jobType, eventId: event.id };
+  return { jobId: job.jobId, jobType: job.jobType, eventId };
 }
