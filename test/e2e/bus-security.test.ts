@@ -29,6 +29,7 @@ let url: string;
 let system: RunningSystem;
 let admin: NatsConnection;
 let serverLog = '';
+const apiToken = `tok${randomBytes(16).toString('hex')}`;
 
 const as = (user: keyof typeof passwords) =>
   connect({ servers: url, user, pass: passwords[user], maxReconnectAttempts: 0 });
@@ -67,6 +68,7 @@ beforeAll(async () => {
     mysqlUrl: withDatabase(mysqlUrl, uniqueName('tidemark_bus_')),
     busPrefix: '',
     dir: join(tmp.dir, 'services'),
+    apiToken,
     serviceEnv: {
       ledger: user('ledger', passwords.ledger),
       hub: user('hub', passwords.hub),
@@ -230,5 +232,16 @@ describe('the bus with one user per service (infra/nats/secure.conf)', () => {
     } finally {
       await hub.close();
     }
+  });
+
+  it('keeps every secret out of every service log line: NATS passwords, the API token, the MySQL password', async () => {
+    const logs = system.logs();
+    for (const service of ['ledger', 'hub', 'appliance-runner'])
+      // they did log
+      expect(logs).toContain(`"service":"${service}"`);
+    const secrets = [passwords.ledger, passwords.hub, passwords.runner, apiToken];
+    const mysqlPassword = new URL(testServers().mysqlUrl).password;
+    if (mysqlPassword) secrets.push(decodeURIComponent(mysqlPassword));
+    for (const secret of secrets) expect(logs).not.toContain(secret);
   });
 });

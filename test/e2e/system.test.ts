@@ -359,4 +359,23 @@ describe('the whole system, driven through the API and the CLI', () => {
     expect(summary.incrementalToFull).toBeLessThanOrEqual(0.1);
     expect(out.text).toContain('everything it started is stopped');
   });
+
+  it('passes hostile disk paths to the tools as plain arguments: no shell ever runs them', async () => {
+    const marker = join(tmp.dir, 'injected');
+    const vmName = uniqueName('hostile');
+    const paths = [
+      `${tmp.dir}/a;touch ${marker}-1;.qcow2`,
+      `${tmp.dir}/$(touch ${marker}-2).qcow2`,
+      `${tmp.dir}/\`touch ${marker}-3\`.qcow2`,
+    ];
+    const added = await system.api('POST', '/api/v1/vms', {
+      vm_name: vmName,
+      disks: paths.map((path, i) => ({ disk_key: `disk-${i}`, driver: 'qemu', path })),
+    });
+    expect(added.status).toBe(201);
+    const r = await system.cli(['backup', 'start', vmName, '--repo', repositoryId, '--follow']);
+    expect(r.code).toBe(1); // the images do not exist: the job fails, naming the source
+    expect(r.stderr).toMatch(/failed: SOURCE_UNAVAILABLE/);
+    for (const i of [1, 2, 3]) expect(existsSync(`${marker}-${i}`)).toBe(false);
+  });
 });

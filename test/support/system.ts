@@ -52,6 +52,8 @@ export interface RunningSystem {
   cli(args: string[], opts?: { echo?: boolean }): Promise<CliResult>;
   /** The last `lines` lines each service logged. */
   logTail(lines?: number): string;
+  /** Everything every service logged so far. */
+  logs(): string;
   /** Stops the three services (SIGTERM, then SIGKILL after 10 s). */
   stop(): Promise<void>;
 }
@@ -119,6 +121,9 @@ export async function startSystem(opts: SystemOptions): Promise<RunningSystem> {
         child.once('error', reject);
         child.once('close', (code) => resolveRun({ code, ...out }));
       });
+    },
+    logs() {
+      return system.logTail(Number.MAX_SAFE_INTEGER);
     },
     logTail(lines = 20) {
       return SERVICES.map((s) => {
