@@ -113,7 +113,9 @@ async function backup(args: string[], log: Logger): Promise<number> {
   const copy = copyTuning();
   const jobLog = forJob(log, job.jobId, { jobType: job.jobType });
 
-  const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-client-'));
+  const workDir = mkdtempSync(
+    join(socketSafeBase(process.env.TIDEMARK_WORK_DIR), 'tidemark-client-'),
+  );
   const abort = new AbortController();
   let interrupts = 0;
   let resultPrinted = false;
@@ -145,10 +147,18 @@ async function backup(args: string[], log: Logger): Promise<number> {
         confirm?.(true);
       }
     });
-    process.stdin.once('close', () => {
+    const parentGone = (): void => {
+      if (stdinClosed) return;
       stdinClosed = true;
       if (confirm) confirm(false);
       else if (!resultPrinted) onSignal('parent-gone');
+    };
+    process.stdin.once('close', parentGone);
+    // Our stdout is the runner's pipe too: writing to a dead runner fails with EPIPE, which
+    // must mean "parent gone", not a crash that leaves qemu-nbd behind.
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      jobLog.warn({ err: err.code ?? String(err) }, 'stdout closed: the runner is gone');
+      parentGone();
     });
   }
   const intervalMs = Number(process.env.TIDEMARK_PROGRESS_INTERVAL_MS ?? 1000);
@@ -193,6 +203,22 @@ async function backup(args: string[], log: Logger): Promise<number> {
   process.stdin.destroy();
   if (result.status === 'completed') return 0;
   return abort.signal.aborted ? 130 : 1;
+}
+
+/** Bytes of a Unix socket path (sockaddr_un.sun_path on Linux, less its NUL). */
+const SUN_PATH_MAX = 107;
+/** Room the client's sockets need below its work directory (`/live-<tag>.sock` and the like). */
+const SOCKET_NAME_ROOM = 48;
+
+/**
+ * Where the client's work directory goes: TIDEMARK_WORK_DIR (else the system temp dir), unless
+ * its sockets would not fit a Unix socket path there (qemu-nbd refuses them: "too long"); then
+ * the system temp dir, or /tmp.
+ */
+export function socketSafeBase(wanted: string | undefined): string {
+  const fits = (dir: string) =>
+    Buffer.byteLength(join(dir, 'tidemark-client-XXXXXX')) + SOCKET_NAME_ROOM <= SUN_PATH_MAX;
+  return [wanted, tmpdir(), '/tmp'].find((d): d is string => !!d && fits(d)) ?? '/tmp';
 }
 
 /**

@@ -16,6 +16,11 @@ export class ToolError extends Error {
 
 /** Every server process this client started and has not yet stopped. */
 const running = new Set<ChildProcess>();
+// Last line of defence: however this process ends (a crash included), no server it started
+// outlives it holding an image. (An orderly end has stopped them already.)
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
 
 /** Runs a tool to completion; resolves its stdout, rejects with `ToolError` naming stderr. */
 export async function runTool(cmd: string, args: string[]): Promise<string> {
