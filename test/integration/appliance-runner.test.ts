@@ -273,7 +273,10 @@ describe('appliance-runner', () => {
     // A's client notices its runner is gone and stops: no qemu-nbd of A's left behind.
     await waitFor(
       'runner A client gone',
-      async () => !run('ps', ['-eo', 'args']).includes(target),
+      async () => {
+        const ps = run('ps', ['-eo', 'args']);
+        return !ps.includes(target) && !ps.includes(source);
+      },
       10_000,
     );
 
@@ -288,6 +291,32 @@ describe('appliance-runner', () => {
       ),
     ).toBe(1);
     expect(existsSync(`${target}.partial`)).toBe(false);
+  });
+
+  it('reports the finished copy of a runner that died before reporting it, copying nothing again', async () => {
+    const vm = uniqueName('vm');
+    const disk = vmWithDisk(vm);
+    const jobId = uniqueName('job-');
+    const a = runnerProcess({
+      TIDEMARK_RUNNER_ID: 'runner-dies',
+      TIDEMARK_RUNNER_ACK_WAIT_MS: '2000',
+      TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'kill-runner'),
+    });
+    const killed = new Promise((r) => a.once('exit', (_code, signal) => r(signal)));
+    await startFull(jobId, vm, disk);
+    expect(await killed).toBe('SIGKILL');
+    const copied = readFileSync(disk.target);
+    const manifest = JSON.parse(readFileSync(`${disk.target}.tidemark.json`, 'utf8')) as {
+      changeId: string;
+    };
+
+    const b = await runner({ TIDEMARK_RUNNER_ACK_WAIT_MS: '2000' });
+    const job = await world.waitForJob(jobId, (j) => j.status === 'completed', 30_000);
+    expect(job.change_id).toBe(manifest.changeId);
+    await waitFor('runner B done', async () => b.stats().completed === 1 && b.running() === 0);
+    expect(b.stats().started).toBe(0); // no client ran: nothing was copied again
+    expect(readFileSync(disk.target).equals(copied)).toBe(true);
+    expect(sameContent(disk.source, disk.target).same).toBe(true);
   });
 
   it('on SIGTERM takes no new job and fails a job still running after the grace period, retryable', async () => {

@@ -4,7 +4,9 @@
  * - `record` writes what the child process received, then runs the real client;
  * - `garbage` prints lines that are not the client's protocol and exits 0;
  * - `exit` exits 3 with only a log line;
- * - `slow` prints one progress line, stays silent for 4 s, then runs the real client.
+ * - `slow` prints one progress line, stays silent for 4 s, then runs the real client;
+ * - `kill-runner` runs the real client to the end, then SIGKILLs its runner before the runner
+ *   has seen the result (a runner dying between a finished copy and its report).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -51,13 +53,27 @@ export function fakeClient(mode: string): void {
       );
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 4000);
       return runReal();
+    case 'kill-runner': {
+      const env = { ...process.env };
+      delete env.TIDEMARK_EXIT_WITH_PARENT; // on its own: it does not wait for a commit
+      const r = spawnSync(process.execPath, [realClient, ...process.argv.slice(2)], {
+        env,
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
+      if (r.status === 0) process.kill(process.ppid, 'SIGKILL');
+      process.exit(r.status ?? 1);
+      break;
+    }
     default:
       throw new Error(`unknown fake client ${mode}`);
   }
 }
 
 /** Writes `<dir>/<mode>-client.js`, a client entry that behaves as `mode`. */
-export function fakeClientFile(dir: string, mode: 'record' | 'garbage' | 'exit' | 'slow'): string {
+export function fakeClientFile(
+  dir: string,
+  mode: 'record' | 'garbage' | 'exit' | 'slow' | 'kill-runner',
+): string {
   const file = join(dir, `${mode}-client.js`);
   const compiled = join(repoRoot, 'test/dist/support/fake-clients.js');
   writeFileSync(

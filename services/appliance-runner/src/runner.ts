@@ -21,6 +21,7 @@ import {
   type StartData,
   type TidemarkEvent,
   natsConnectOptions,
+  NotFoundError,
 } from '@tidemark/shared';
 import type { RunnerConfig } from './config';
 import {
@@ -31,6 +32,7 @@ import {
 } from './client-process';
 import { LockedError, lockTargets } from './lock';
 import { PathOutsideRepositoryError, checkInsideRepository } from './paths';
+import { finishedCopy } from './recover';
 
 export interface Runner {
   nc: NatsConnection;
@@ -179,13 +181,16 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     }
   };
 
-  /** The job's status in the ledger; null when the ledger does not know it or does not answer. */
-  const recordedStatus = async (jobId: string, jobLog: Logger): Promise<JobView | null> => {
+  /** The job as the ledger has it; 'unknown' when it has none, 'unavailable' when it did not say. */
+  const recordedStatus = async (
+    jobId: string,
+    jobLog: Logger,
+  ): Promise<JobView | 'unknown' | 'unavailable'> => {
     try {
       return await askLedger(nc, topo, 'jobs.get', { jobId }, 5000);
     } catch (err) {
       jobLog.debug({ err: String(err) }, 'ledger has no status for the job');
-      return null;
+      return err instanceof NotFoundError ? 'unknown' : 'unavailable';
     }
   };
 
@@ -256,7 +261,7 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     active.set(event.jobId, slot);
     const checkLedger = async (): Promise<void> => {
       const job = await recordedStatus(event.jobId, jobLog);
-      if (job?.status === 'cancelled') {
+      if (typeof job === 'object' && job.status === 'cancelled') {
         cancel(event.jobId, job.errorMessage ?? 'cancelled on request', 'ledger');
       }
     };
@@ -296,7 +301,15 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       if (latest && !slot.resultKnown && Date.now() - lastSent >= heartbeatMs) sendProgress(latest);
     }, heartbeatMs);
     try {
-      const recorded = await recordedStatus(event.jobId, jobLog);
+      const found = await recordedStatus(event.jobId, jobLog);
+      if (found === 'unavailable' && attempt > 1) {
+        // A redelivery may be of a job that completed just before its runner died: never
+        // remove (and redo) its files without the ledger's word that it did not complete.
+        jobLog.warn('the ledger does not answer; the redelivered job waits for it');
+        m.nak(5000);
+        return;
+      }
+      const recorded = typeof found === 'object' ? found : null;
       if (recorded?.status === 'completed') {
         // Its result reached the bus, but its runner died before acknowledging the start. Running
         // it again would replace a recorded backup's files and change_ids: never.
@@ -336,6 +349,31 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
           return;
         }
         throw err;
+      }
+      const earlier =
+        attempt > 1 && event.jobType === 'backup' ? await finishedCopy(event.jobId, start) : null;
+      if (earlier) {
+        await publish(
+          makeEvent('backup.completed', {
+            jobId: event.jobId,
+            jobType: event.jobType,
+            data: {
+              ...base,
+              policyId: start.policyId,
+              parentJobId: start.parentJobId,
+              disks: earlier,
+              bytesTransferred: earlier.reduce((sum, d) => sum + d.bytesTransferred, 0),
+            },
+          }),
+          jobLog,
+        );
+        counts.completed++;
+        jobLog.info(
+          { changeIds: earlier.map((d) => `${d.diskKey}=${d.changeId}`) },
+          "an earlier attempt's copy had finished: its completion reported again, nothing copied",
+        );
+        m.ack();
+        return;
       }
       if (attempt > 1 && event.jobType === 'backup') {
         // An earlier attempt of this job (its runner died) may have left files: this job's

@@ -1,0 +1,48 @@
+import { readFile, stat } from 'node:fs/promises';
+import type { CompletedDiskData, StartData } from '@tidemark/shared/events/schemas';
+import { z } from 'zod';
+
+/** What the runner reads of the manifest the backup client writes beside each finished target. */
+const Manifest = z.object({
+  jobId: z.string(),
+  diskKey: z.string(),
+  changeId: z.string(),
+  size: z.number().int().min(0),
+  written: z.array(z.tuple([z.number().int(), z.number().int(), z.string().nullable()])),
+});
+
+/**
+ * The result of an earlier attempt of this backup job whose copy finished on every disk (each
+ * target renamed into place with this job's manifest beside it) but whose runner died before
+ * the start was acknowledged — perhaps even before the result reached the bus. Its files are a
+ * complete backup with recorded change tracking on the sources: they are reported again, never
+ * removed and copied anew. Null when any disk lacks a finished copy of this job.
+ */
+export async function finishedCopy(
+  jobId: string,
+  start: StartData,
+): Promise<CompletedDiskData[] | null> {
+  const disks: CompletedDiskData[] = [];
+  for (const d of start.disks) {
+    const target = await stat(d.targetPath).catch(() => null);
+    if (!target?.isFile()) return null;
+    let manifest: z.output<typeof Manifest>;
+    try {
+      manifest = Manifest.parse(
+        JSON.parse(await readFile(`${d.targetPath}.tidemark.json`, 'utf8')),
+      );
+    } catch {
+      return null;
+    }
+    if (manifest.jobId !== jobId || manifest.diskKey !== d.diskKey) return null;
+    disks.push({
+      diskKey: d.diskKey,
+      changeId: manifest.changeId,
+      // Data extents carry a digest; zeroed ranges do not and were not copied.
+      bytesTransferred: manifest.written.reduce((s, [, len, digest]) => s + (digest ? len : 0), 0),
+      targetPath: d.targetPath,
+      bytesTotal: manifest.size,
+    });
+  }
+  return disks;
+}
