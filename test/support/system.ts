@@ -29,6 +29,8 @@ export interface SystemOptions {
   serviceEnv?: Partial<Record<(typeof SERVICES)[number], Record<string, string>>>;
   /** Start no appliance-runner: jobs stay queued for an old client to copy and report. */
   withoutRunner?: boolean;
+  /** Appliance-runners to start (`runner-1`, `runner-2`, …); default 1. */
+  runners?: number;
 }
 
 export interface CliResult {
@@ -54,7 +56,13 @@ export interface RunningSystem {
   logTail(lines?: number): string;
   /** Everything every service logged so far. */
   logs(): string;
-  /** Stops the three services (SIGTERM, then SIGKILL after 10 s). */
+  /** The processes: `ledger`, `hub`, `runner-1`, … */
+  names(): string[];
+  /** Sends `signal` to one process and waits until it is gone. */
+  kill(name: string, signal?: NodeJS.Signals): Promise<void>;
+  /** Starts one process again (after `kill`), with the same environment and log file. */
+  start(name: string): void;
+  /** Stops every service (SIGTERM, then SIGKILL after 10 s). */
   stop(): Promise<void>;
 }
 
@@ -81,12 +89,26 @@ export async function startSystem(opts: SystemOptions): Promise<RunningSystem> {
     },
     'appliance-runner': {
       TIDEMARK_RUNNER_WORK_DIR: runnerDir,
-      TIDEMARK_RUNNER_ID: 'runner-1',
       ...opts.runnerEnv,
     },
   };
+  // Each process by name: its service and its own variables.
+  const processes = new Map<
+    string,
+    { service: (typeof SERVICES)[number]; env: Record<string, string> }
+  >();
+  for (const service of SERVICES) {
+    const own = { ...common, ...envOf[service], ...opts.serviceEnv?.[service] };
+    if (service !== 'appliance-runner') processes.set(service, { service, env: own });
+    else if (!opts.withoutRunner)
+      for (let i = 1; i <= (opts.runners ?? 1); i++)
+        processes.set(`runner-${i}`, {
+          service,
+          env: { ...own, TIDEMARK_RUNNER_ID: `runner-${i}` },
+        });
+  }
   const children = new Map<string, ChildProcess>();
-  const logFile = (service: string) => join(opts.dir, `${service}.log`);
+  const logFile = (name: string) => join(opts.dir, `${name}.log`);
   const system: RunningSystem = {
     hubUrl,
     async api(method, path, body) {
@@ -126,41 +148,46 @@ export async function startSystem(opts: SystemOptions): Promise<RunningSystem> {
       return system.logTail(Number.MAX_SAFE_INTEGER);
     },
     logTail(lines = 20) {
-      return SERVICES.map((s) => {
-        let text = '';
-        try {
-          text = readFileSync(logFile(s), 'utf8');
-        } catch {
-          text = '(no log)';
-        }
-        return `--- ${s} ---\n${text.trimEnd().split('\n').slice(-lines).join('\n')}`;
-      }).join('\n');
+      return [...processes.keys()]
+        .map((s) => {
+          let text = '';
+          try {
+            text = readFileSync(logFile(s), 'utf8');
+          } catch {
+            text = '(no log)';
+          }
+          return `--- ${s} ---\n${text.trimEnd().split('\n').slice(-lines).join('\n')}`;
+        })
+        .join('\n');
+    },
+    names: () => [...processes.keys()],
+    async kill(name, signal = 'SIGKILL') {
+      const child = children.get(name);
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await gone;
+      clearTimeout(timer);
+    },
+    start(name) {
+      const p = processes.get(name);
+      if (!p) throw new Error(`no process ${name}`);
+      const log = createWriteStream(logFile(name), { flags: 'a' });
+      const child = spawn(process.execPath, [mainOf(p.service)], {
+        env: p.env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child.stdout.pipe(log);
+      child.stderr.pipe(log);
+      children.set(name, child);
     },
     async stop() {
-      await Promise.all(
-        [...children.values()].reverse().map(async (child) => {
-          if (child.exitCode !== null || child.signalCode !== null) return;
-          const gone = new Promise((r) => child.once('exit', r));
-          child.kill('SIGTERM');
-          const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-          await gone;
-          clearTimeout(timer);
-        }),
-      );
+      await Promise.all([...children.keys()].reverse().map((name) => system.kill(name, 'SIGTERM')));
     },
   };
 
-  for (const service of SERVICES) {
-    if (service === 'appliance-runner' && opts.withoutRunner) continue;
-    const log = createWriteStream(logFile(service), { flags: 'a' });
-    const child = spawn(process.execPath, [mainOf(service)], {
-      env: { ...common, ...envOf[service], ...opts.serviceEnv?.[service] },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout.pipe(log);
-    child.stderr.pipe(log);
-    children.set(service, child);
-  }
+  for (const name of processes.keys()) system.start(name);
 
   // Ready when the hub answers and the ledger answers the hub.
   const deadline = Date.now() + 30_000;
