@@ -7,6 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, symlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
@@ -154,6 +155,25 @@ describe('the bus with one user per service (infra/nats/secure.conf)', () => {
       return r.body.status === 'cancelled' || r.body.status === 'completed';
     });
     expect(serverLog).not.toMatch(/Violation/);
+  });
+
+  it('refuses, under this configuration too, a job whose target would leave its repository', async () => {
+    const repoDir = join(tmp.dir, 'repository-2');
+    const outside = join(tmp.dir, 'outside');
+    mkdirSync(repoDir);
+    mkdirSync(outside);
+    symlinkSync(outside, join(repoDir, 'evil')); // the VM's directory leads elsewhere
+    const repo = await system.api<{ id: string }>('POST', '/api/v1/repositories', {
+      name: 'escape',
+      path: repoDir,
+    });
+    const image = join(tmp.dir, 'evil.qcow2');
+    createImage(image, 4 * MiB);
+    expect((await system.cli(['vm', 'add', 'evil', '--disk', `disk-0=${image}`])).code).toBe(0);
+    const run = await system.cli(['backup', 'start', 'evil', '--repo', repo.body.id, '--follow']);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('PATH_OUTSIDE_REPOSITORY');
+    expect(readdirSync(outside)).toEqual([]);
   });
 
   it('refuses a backup.start from the runner and a backup.completed or backup.failed from the hub', async () => {
