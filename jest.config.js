@@ -1,7 +1,8 @@
-// One jest run, three projects: fast unit tests beside the code; integration suites under
+// One jest run, four projects: fast unit tests beside the code; integration suites under
 // test/integration and end-to-end suites under test/e2e, which share real NATS and MariaDB
 // servers started once (see test/support/global-setup.ts; the first project's setup starts them,
-// the next finds their URLs in the environment).
+// the next finds their URLs in the environment); the chaos suite under test/chaos, which starts
+// and restarts servers of its own.
 const swc = [
   '@swc/jest',
   {
