@@ -7,7 +7,7 @@
  * Three rounds, three seeds; TIDEMARK_CHAOS_SEED replays a round (seed and schedule printed).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
@@ -103,7 +103,7 @@ function hashOf(image: string, dir: string): string {
   const raw = join(dir, `hash-${Math.random().toString(36).slice(2)}.raw`);
   run('qemu-img', ['convert', '-U', '-O', 'raw', image, raw]);
   const h = createHash('sha256').update(readFileSync(raw)).digest('hex');
-  run('rm', ['-f', raw]);
+  rmSync(raw, { force: true });
   return h;
 }
 
@@ -322,7 +322,7 @@ async function round(seed: number): Promise<void> {
       const job = (await system.api<ApiJob>('GET', `/api/v1/backups/${jobId}`)).body;
       const raw = await restoreRaw(tmp.dir, job.disks[0]?.target_path as string, jobId);
       const got = createHash('sha256').update(readFileSync(raw)).digest('hex');
-      run('rm', ['-f', raw]);
+      rmSync(raw, { force: true });
       if (got !== vm.expected.get(jobId)) wrong.push(`${vm.name} ${jobId}`);
     }
     expect(wrong).toEqual([]);

@@ -14,6 +14,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { busTopology, makeEvent, publishEvent } from '@tidemark/shared';
 import { MiB, createImage, tempDir, writeDisk } from '../support/disks';
 import { freePort, testServers, uniqueName, waitFor, withDatabase } from '../support/env';
+import { completedData, startData } from '../support/ledger-harness';
 import { startSystem, startedJobId, type RunningSystem } from '../support/system';
 
 jest.setTimeout(120_000);
@@ -178,45 +179,33 @@ describe('the bus with one user per service (infra/nats/secure.conf)', () => {
 
   it('refuses a backup.start from the runner and a backup.completed or backup.failed from the hub', async () => {
     const jobId = uniqueName('job-forbidden-');
-    const attempts: Array<
-      [keyof typeof passwords, 'backup.start' | 'backup.completed' | 'backup.failed']
-    > = [
+    const forbidden = (type: 'backup.start' | 'backup.completed' | 'backup.failed') => {
+      const jobType = 'backup' as const;
+      if (type === 'backup.start')
+        return makeEvent(type, { jobId, jobType, data: startData('repo-x', 'pg') });
+      if (type === 'backup.completed')
+        return makeEvent(type, {
+          jobId,
+          jobType,
+          data: completedData('repo-x', 'pg', [
+            { diskKey: 'disk-2000', changeId: 'u/1', bytesTransferred: 1 },
+          ]),
+        });
+      return makeEvent(type, {
+        jobId,
+        jobType,
+        data: { code: 'X', message: 'x', retryable: false },
+      });
+    };
+    const attempts = [
       ['runner', 'backup.start'],
       ['hub', 'backup.completed'],
       ['hub', 'backup.failed'],
-    ];
+    ] as const;
     for (const [user, type] of attempts) {
       const nc = await as(user);
       try {
-        const event =
-          type === 'backup.start'
-            ? makeEvent(type, {
-                jobId,
-                jobType: 'backup',
-                data: {
-                  vmName: 'pg',
-                  backupType: 'full',
-                  repositoryId: 'repo-x',
-                  disks: [{ diskKey: 'disk-0', source: '/d', targetPath: '/r/d.qcow2' }],
-                },
-              })
-            : type === 'backup.completed'
-              ? makeEvent(type, {
-                  jobId,
-                  jobType: 'backup',
-                  data: {
-                    vmName: 'pg',
-                    backupType: 'full',
-                    repositoryId: 'repo-x',
-                    bytesTransferred: 1,
-                    disks: [{ diskKey: 'disk-0', changeId: 'u/1', bytesTransferred: 1 }],
-                  },
-                })
-              : makeEvent(type, {
-                  jobId,
-                  jobType: 'backup',
-                  data: { code: 'X', message: 'x', retryable: false },
-                });
+        const event = forbidden(type);
         await expect(publishEvent(jetstream(nc, { timeout: 2000 }), topo, event)).rejects.toThrow();
       } finally {
         await nc.close().catch(() => undefined);
