@@ -68,6 +68,11 @@ export interface DiskView {
   bytesTotal: number | null;
   targetPath: string | null;
   backingPath: string | null;
+  /**
+   * Why this disk of an incremental job was copied in full (its change_id was unusable, or it
+   * is new to the VM); null when it continued its chain, or the whole job is full.
+   */
+  fullReason: string | null;
 }
 
 export interface RepositoryView {
@@ -126,7 +131,15 @@ export const querySchemas = {
     status: z.enum(jobStatuses).optional(),
     limit: z.number().int().min(1).max(1000).default(50),
   }),
-  'chain-head': z.object({ vmName: VmName, jobType: z.enum(jobTypes).default('backup') }),
+  /**
+   * The head of a chain: the completed job of the VM and job type (in the repository, when
+   * given) that the ledger recorded last.
+   */
+  'chain-head': z.object({
+    vmName: VmName,
+    jobType: z.enum(jobTypes).default('backup'),
+    repositoryId: RecordId.optional(),
+  }),
   'repositories.create': z.object({ name: Name, path: DirPath }),
   'repositories.get': z.object({ id: RecordId }),
   'repositories.list': z.object({}),

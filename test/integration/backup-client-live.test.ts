@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   bitmapNames,
+  trackingBitmap,
   completedDisks,
   createImage,
   MiB,
@@ -87,9 +88,7 @@ describe('a live disk with a guest writing during the backup', () => {
       output: 'Images are identical.',
     });
     // Every fleece overlay and export is gone; only the newest bitmap is left on the disk.
-    expect(bitmapNames(image).map((b) => b.name)).toEqual([
-      `tidemark.${last.changeId.replace('/', '.')}`,
-    ]);
+    expect(bitmapNames(image).map((b) => b.name)).toEqual([trackingBitmap(last.changeId)]);
     expect(existsSync(join(tmp.dir, 'repo', 'live-inc2', 'd0.qcow2.partial'))).toBe(false);
   });
 

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import {
   bitmapNames,
+  trackingBitmap,
   clientMain,
   CLUSTER,
   completedDisks,
@@ -157,7 +158,7 @@ describe('a two-disk VM: a full backup and three incrementals', () => {
     // After a successful job, only the newest change_id's bitmap is left on each source.
     for (const d of previous) {
       const names = bitmapNames(source(d.diskKey)).map((b) => b.name);
-      expect(names).toEqual([`tidemark.${d.changeId.replace('/', '.')}`]);
+      expect(names).toEqual([trackingBitmap(d.changeId)]);
     }
   });
 });
@@ -465,8 +466,8 @@ describe('under a runner (TIDEMARK_EXIT_WITH_PARENT=1)', () => {
     expect(lost.status).toBe('completed');
     // Both the old and the unconfirmed new change_id are still on the source.
     const names = bitmapNames(src).map((b) => b.name);
-    expect(names).toContain(`tidemark.${full?.changeId.replace('/', '.')}`);
-    expect(names).toContain(`tidemark.${lost.disks[0]?.changeId.replace('/', '.')}`);
+    expect(names).toContain(trackingBitmap(full?.changeId));
+    expect(names).toContain(trackingBitmap(lost.disks[0]?.changeId));
     // The retry of the job starts from the old change_id, and its chain equals the source.
     const [retry] = completedDisks(
       await backup(

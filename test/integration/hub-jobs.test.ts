@@ -134,6 +134,7 @@ describe('hub: starting backups and replications', () => {
       repositoryPath: '/srv/tidemark',
       policyId: null,
       parentJobId: fullId,
+      ifChangeIdUnusable: 'fail',
       disks: [
         {
           diskKey: 'disk-0',
@@ -141,6 +142,7 @@ describe('hub: starting backups and replications', () => {
           previousChangeId: 'uuid-a/1',
           targetPath: `/srv/tidemark/${vmName}/${incrId}/disk-0.qcow2`,
           backingPath: `/srv/tidemark/${vmName}/${fullId}/disk-0.qcow2`,
+          fullReason: null,
         },
         {
           diskKey: 'disk-1',
@@ -148,6 +150,7 @@ describe('hub: starting backups and replications', () => {
           previousChangeId: 'uuid-b/1',
           targetPath: `/srv/tidemark/${vmName}/${incrId}/disk-1.qcow2`,
           backingPath: `/srv/tidemark/${vmName}/${fullId}/disk-1.qcow2`,
+          fullReason: null,
         },
       ],
     });

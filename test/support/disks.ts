@@ -3,6 +3,7 @@
  * written with qemu-io (so persistent dirty bitmaps record the writes as a guest's would),
  * and the client run as the process the runner starts.
  */
+import { bitmapName, chainTag, parseChangeId } from '@tidemark/backup-client/source/change-id';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -74,6 +75,20 @@ export function sameContent(a: string, b: string): { same: boolean; output: stri
   if (r.status !== 0 && r.status !== 1)
     throw new Error(`qemu-img compare ${a} ${b} failed: ${r.stderr}`);
   return { same: r.status === 0, output: `${r.stdout}${r.stderr}`.trim() };
+}
+
+/**
+ * The name of the bitmap that tracks changes from `changeId` on, in the chain of `jobType` jobs
+ * into `repositoryId` (the repository `writeJob` names by default).
+ */
+export function trackingBitmap(
+  changeId: string,
+  jobType: 'backup' | 'replication' = 'backup',
+  repositoryId = 'repo1',
+): string {
+  const id = parseChangeId(changeId);
+  if (!id) throw new Error(`not a qemu change_id: ${changeId}`);
+  return bitmapName(chainTag(jobType, repositoryId), id);
 }
 
 export function bitmapNames(image: string): Array<{ name: string; flags: string[] }> {

@@ -13,6 +13,7 @@ const DiskResult = z.object({
   bytesTransferred: z.number().int().min(0),
   targetPath: z.string(),
   bytesTotal: z.number().int().min(0),
+  fullReason: z.string().min(1).max(1024).nullable().default(null),
 });
 const ClientLine = z.union([
   z.object({
@@ -60,8 +61,15 @@ export interface ClientRun {
    * else when it has exited.
    */
   outcome: Promise<ClientOutcome>;
-  /** Tells the client its result is on the bus: it may forget the old change tracking. */
+  /**
+   * Tells the client the ledger recorded its result: it may forget the old change tracking.
+   */
   commit(): void;
+  /**
+   * Tells the client its result was not recorded (the ledger refused it): it keeps the old
+   * change tracking, so the previous change_id stays usable, and exits.
+   */
+  keepTracking(): void;
   /** Resolves when the client process has exited. */
   exited: Promise<void>;
   /** Asks the client to stop (SIGTERM: it cleans up and exits); SIGKILL after `graceMs`. */
@@ -180,6 +188,9 @@ export async function startClient(opts: {
     exited,
     commit() {
       child.stdin.end('commit\n');
+    },
+    keepTracking() {
+      child.stdin.end(); // a closed stdin without "commit": the client never commits
     },
     stop(graceMs = 10_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;

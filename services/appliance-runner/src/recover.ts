@@ -8,6 +8,8 @@ const Manifest = z.object({
   diskKey: z.string(),
   changeId: z.string(),
   size: z.number().int().min(0),
+  /** Absent in manifests of before per-disk full copies. */
+  fullReason: z.string().nullable().default(null),
   written: z.array(z.tuple([z.number().int(), z.number().int(), z.string().nullable()])),
 });
 
@@ -42,6 +44,7 @@ export async function finishedCopy(
       bytesTransferred: manifest.written.reduce((s, [, len, digest]) => s + (digest ? len : 0), 0),
       targetPath: d.targetPath,
       bytesTotal: manifest.size,
+      fullReason: manifest.fullReason,
     });
   }
   return disks;

@@ -21,7 +21,9 @@ import {
   type StartData,
   type TidemarkEvent,
   natsConnectOptions,
+  ConflictError,
   NotFoundError,
+  ValidationError,
 } from '@tidemark/shared';
 import type { RunnerConfig } from './config';
 import {
@@ -205,6 +207,50 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         if (attempt >= 60) throw err;
         jobLog.warn({ err: String(err), attempt }, `publishing ${event.type} failed; retrying`);
         await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  };
+
+  /**
+   * Has the ledger record `completion` (the same event the stream holds: whichever arrives
+   * first applies it, the other finds it applied) and says whether it did: null when recorded
+   * with this job's change_ids, else why not. While the ledger cannot answer, it waits: the
+   * start message is kept alive meanwhile, and the source keeps both change_ids usable.
+   */
+  const ledgerVerdict = async (
+    completion: TidemarkEvent<'backup.completed'>,
+    jobLog: Logger,
+  ): Promise<string | null> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const job = await askLedger(
+          nc,
+          topo,
+          'jobs.complete',
+          { jobId: completion.jobId, eventId: completion.id, data: completion.data },
+          5000,
+        );
+        const recorded = new Map(job.disks.map((d) => [d.diskKey, d.changeId]));
+        const differing = completion.data.disks.filter(
+          (d) => recorded.get(d.diskKey) !== d.changeId,
+        );
+        if (job.status === 'completed' && differing.length === 0) return null;
+        return `the ledger holds the job as ${job.status} with change_id ${[...recorded]
+          .map(([k, v]) => `${k}=${v ?? 'none'}`)
+          .join(', ')}`;
+      } catch (err) {
+        if (err instanceof ConflictError || err instanceof ValidationError) return err.message;
+        // A runner told to stop does not wait for ever: unconfirmed, the source keeps both
+        // change_ids, and the next job of the chain starts from whichever the ledger recorded.
+        if (stopping && attempt >= 20)
+          return `the runner stopped before the ledger confirmed the completion: ${String(err)}`;
+        // Not known yet (its start or this completion still on the way) or no answer: ask again.
+        if (attempt % 10 === 1)
+          jobLog.warn(
+            { err: String(err), attempt },
+            'the ledger has not confirmed the completion yet; waiting',
+          );
+        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * attempt)));
       }
     }
   };
@@ -426,28 +472,38 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         counts.cancelled++;
         jobLog.info({ clientCode: outcome.code }, 'job cancelled; its files removed');
       } else if (outcome.status === 'completed') {
-        await publish(
-          makeEvent('backup.completed', {
-            jobId: event.jobId,
-            jobType: event.jobType,
-            id: resultId,
-            data: {
-              ...base,
-              policyId: start.policyId,
-              parentJobId: start.parentJobId,
-              disks: outcome.disks,
-              bytesTransferred: outcome.bytesTransferred,
-            },
-          }),
-          jobLog,
-        );
-        client.commit();
+        const completion = makeEvent('backup.completed', {
+          jobId: event.jobId,
+          jobType: event.jobType,
+          id: resultId,
+          data: {
+            ...base,
+            policyId: start.policyId,
+            parentJobId: start.parentJobId,
+            disks: outcome.disks,
+            bytesTransferred: outcome.bytesTransferred,
+          },
+        });
+        await publish(completion, jobLog);
+        // The old change tracking goes only once the ledger has recorded this completion: a
+        // completion it refuses (kept as a dead letter) must not cost the next job its base.
+        const refusal = await ledgerVerdict(completion, jobLog);
+        if (refusal === null) client.commit();
+        else client.keepTracking();
         await client.exited;
-        counts.completed++;
-        jobLog.info(
-          { changeIds: outcome.disks.map((d) => `${d.diskKey}=${d.changeId}`) },
-          'job completed',
-        );
+        if (refusal === null) {
+          counts.completed++;
+          jobLog.info(
+            { changeIds: outcome.disks.map((d) => `${d.diskKey}=${d.changeId}`) },
+            'job completed',
+          );
+        } else {
+          counts.failed++;
+          jobLog.error(
+            { err: refusal },
+            'the ledger refused the completion; the previous change tracking is kept',
+          );
+        }
       } else {
         await publish(
           makeEvent('backup.failed', {

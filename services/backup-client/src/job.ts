@@ -6,6 +6,7 @@ import { ClientError, FullBackupRequiredError } from './errors';
 import { DIGEST_ALGORITHM } from './digest';
 import { toWritten, writeManifest } from './manifest';
 import type { DiskResult, ProgressReporter, ResultLine } from './progress';
+import { chainTag } from './source/change-id';
 import type { SourceDriver, SourceSnapshot } from './source/types';
 import { checkTarget, Qcow2Target, type TargetSpec } from './target/qcow2-target';
 
@@ -38,13 +39,23 @@ export interface RunDeps {
 
 type Disk = StartData['disks'][number];
 
-function targetFor(job: ClientJob, disk: Disk, previous: string | null): TargetSpec {
+/**
+ * Where a disk is written. `previous` null is a full copy of the disk: for a backup a new file
+ * with no backing — a disk copied full inside an incremental job (`fullCopy`) drops the planned
+ * backing file, since its new file holds every block.
+ */
+function targetFor(
+  job: ClientJob,
+  disk: Disk,
+  previous: string | null,
+  fullCopy = false,
+): TargetSpec {
   if (job.jobType === 'replication')
     return previous === null
       ? { kind: 'new', path: disk.targetPath, backingPath: null, replace: true }
       : { kind: 'in-place', path: disk.targetPath, backingPath: null };
   if (previous === null) {
-    if (disk.backingPath !== null)
+    if (disk.backingPath !== null && !fullCopy)
       throw new ClientError(
         'TARGET_INVALID',
         `disk ${disk.diskKey}: a backing path (${disk.backingPath}) needs a previous change_id`,
@@ -74,12 +85,59 @@ interface DiskRun {
   error?: ClientError;
 }
 
-async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskRun): Promise<void> {
+/**
+ * Takes the disk's point in time for the job's chain. A disk of an incremental whose previous
+ * change_id the source cannot honour (tracking gone or inconsistent, disk resized) fails the job
+ * with FULL_BACKUP_REQUIRED, unless the job asks for such a disk to be copied in full: then it
+ * is, alone, and `fullReason` says why.
+ */
+async function openDisk(
+  job: ClientJob,
+  disk: Disk,
+  driver: SourceDriver,
+  deps: RunDeps,
+  run: DiskRun,
+): Promise<{ spec: TargetSpec; snapshot: SourceSnapshot; fullReason: string | null }> {
   const log = deps.log.child({ diskKey: disk.diskKey });
-  const previous =
-    job.backupType === 'full' || disk.previousChangeId === '*' ? null : disk.previousChangeId;
+  const chain = chainTag(job.jobType, job.repositoryId);
+  const incremental = job.backupType === 'incremental';
+  const previous = !incremental || disk.previousChangeId === '*' ? null : disk.previousChangeId;
+  const openFull = async (fullReason: string | null) => {
+    const spec = targetFor(job, disk, null, fullReason !== null);
+    await checkTarget(spec);
+    deps.signal.throwIfAborted();
+    run.snapshot = await driver.open(disk.source, null, deps.workDir, chain);
+    return { spec, snapshot: run.snapshot, fullReason };
+  };
+  if (previous === null)
+    return openFull(
+      incremental ? (disk.fullReason ?? 'no previous change_id for this disk') : null,
+    );
   const spec = targetFor(job, disk, previous);
   const existingSize = await checkTarget(spec);
+  const fallBack = async (why: string) => {
+    if (job.ifChangeIdUnusable !== 'full')
+      throw new FullBackupRequiredError(`disk ${disk.diskKey}: ${why}`, previous);
+    log.warn({ previousChangeId: previous, why }, 'change_id unusable: copying this disk in full');
+    await run.snapshot?.close();
+    return openFull(why);
+  };
+  deps.signal.throwIfAborted();
+  try {
+    run.snapshot = await driver.open(disk.source, previous, deps.workDir, chain);
+  } catch (err) {
+    if (!(err instanceof FullBackupRequiredError)) throw err;
+    return fallBack(err.message);
+  }
+  if (existingSize !== null && existingSize !== run.snapshot.size)
+    return fallBack(
+      `the disk is ${run.snapshot.size} bytes, its previous backup ${existingSize}; a resized disk needs a full copy`,
+    );
+  return { spec, snapshot: run.snapshot, fullReason: null };
+}
+
+async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskRun): Promise<void> {
+  const log = deps.log.child({ diskKey: disk.diskKey });
   const driver = deps.drivers.find((d) => d.accepts(disk.source));
   if (!driver)
     throw new ClientError(
@@ -87,18 +145,11 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
       `disk ${disk.diskKey}: no source driver handles "${disk.source}"`,
       false,
     );
-  deps.signal.throwIfAborted();
-  run.snapshot = await driver.open(disk.source, previous, deps.workDir);
-  const snapshot = run.snapshot;
+  const { spec, snapshot, fullReason } = await openDisk(job, disk, driver, deps, run);
   log.info(
-    { driver: driver.name, changeId: snapshot.changeId, base: snapshot.baseChangeId },
+    { driver: driver.name, changeId: snapshot.changeId, base: snapshot.baseChangeId, fullReason },
     'source point in time taken',
   );
-  if (existingSize !== null && existingSize !== snapshot.size)
-    throw new FullBackupRequiredError(
-      `disk ${disk.diskKey}: the disk is ${snapshot.size} bytes, its previous backup ${existingSize}; a resized disk needs a full backup`,
-      previous,
-    );
   const reader = await snapshot.openReader();
   // The target is created and served while the changed areas are walked.
   const opening = Qcow2Target.open(spec, snapshot.size, deps.workDir).then((t) => {
@@ -141,6 +192,7 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     baseChangeId: snapshot.baseChangeId,
     size: snapshot.size,
     backingPath: spec.kind === 'overlay' ? spec.backingPath : null,
+    fullReason,
     createdAt: new Date().toISOString(),
     digest: DIGEST_ALGORITHM,
     written: toWritten(written),
@@ -151,6 +203,7 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     bytesTransferred: plan.dataBytes,
     targetPath: disk.targetPath,
     bytesTotal: snapshot.size,
+    fullReason,
   };
   log.info({ bytesTransferred: plan.dataBytes, changeId: snapshot.changeId }, 'disk copied');
 }

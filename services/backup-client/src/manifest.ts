@@ -18,6 +18,8 @@ export const Manifest = z.object({
   baseChangeId: z.string().nullable(),
   size: z.number().int().min(0),
   backingPath: z.string().nullable(),
+  /** Why this disk of an incremental was copied in full; null when it continued its chain. */
+  fullReason: z.string().nullable().default(null),
   createdAt: z.string(),
   /** How `written` digests were made. */
   digest: z.literal('xxh128'),
@@ -34,7 +36,10 @@ export function toWritten(extents: WrittenExtent[]): Manifest['written'] {
   return extents.map((e) => [e.offset, e.length, e.digest ?? null]);
 }
 
-export async function writeManifest(image: string, manifest: Manifest): Promise<void> {
+export async function writeManifest(
+  image: string,
+  manifest: z.input<typeof Manifest>,
+): Promise<void> {
   const path = manifestPath(image);
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
   await writeFile(tmp, JSON.stringify(manifest), { flag: 'wx' });

@@ -19,6 +19,8 @@ export interface DiskResult {
   targetPath: string;
   /** Size of the disk in bytes. */
   bytesTotal: number;
+  /** Why this disk of an incremental was copied in full; null when it continued its chain. */
+  fullReason: string | null;
 }
 
 export type ResultLine =

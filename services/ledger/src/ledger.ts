@@ -90,6 +90,7 @@ export async function startLedger(
     startTimeoutMs: config.TIDEMARK_LEDGER_START_TIMEOUT_MS,
     leaseMs: config.TIDEMARK_LEDGER_LEASE_MS,
     intervalMs: config.TIDEMARK_LEDGER_REAPER_INTERVAL_MS,
+    caughtUpTo: () => consumer.caughtUpTo(),
   });
   log.info('ledger ready');
 

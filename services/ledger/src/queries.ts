@@ -169,12 +169,15 @@ export function createQueries(ds: DataSource): LedgerQueries {
       );
     },
 
-    /** The latest completed job of a VM: where its next incremental starts. */
-    async 'chain-head'({ vmName, jobType }) {
+    /**
+     * The chain head: the completed job of the chain the ledger recorded last (its own
+     * completion order, never a runner's clock): where the chain's next incremental starts.
+     */
+    async 'chain-head'({ vmName, jobType, repositoryId }) {
       const [head] = await findJobs(
-        "vm_name = ? AND job_type = ? AND status = 'completed'",
-        [vmName, jobType],
-        'completed_at DESC, created_at DESC',
+        `vm_name = ? AND job_type = ? AND status = 'completed'${repositoryId ? ' AND repository_id = ?' : ''}`,
+        repositoryId ? [vmName, jobType, repositoryId] : [vmName, jobType],
+        'completion_seq DESC',
         1,
       );
       return head ?? null;

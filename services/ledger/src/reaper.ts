@@ -10,6 +10,12 @@ export interface StartReaperOptions {
   /** How long a running job may go without a word (progress) from its runner. */
   leaseMs: number;
   intervalMs: number;
+  /**
+   * How far the ledger has caught up with the bus (see EventConsumer.caughtUpTo); null: not
+   * known yet, reap nothing. Leases are judged against it, never against a clock the backlog
+   * has not reached.
+   */
+  caughtUpTo: () => Promise<Date | null>;
 }
 
 /**
@@ -42,14 +48,18 @@ export function startStartReaper(opts: StartReaperOptions): { stop(): Promise<vo
 /** One pass: the jobs failed now. */
 export async function reapOnce(opts: StartReaperOptions): Promise<number> {
   const { ds, startTimeoutMs, leaseMs } = opts;
+  const upTo = await opts.caughtUpTo();
+  if (upTo === null) return 0;
   const unstarted: StaleJob[] = await ds.query(
     `SELECT j.id, j.job_type FROM backup_jobs j JOIN processed_events p ON p.event_id = j.id
       WHERE p.outcome = ? AND j.status = 'queued' AND p.applied_at < ? LIMIT 500`,
-    [CREATED, new Date(Date.now() - startTimeoutMs)],
+    [CREATED, new Date(upTo.getTime() - startTimeoutMs)],
   );
+  // The runner's last word by the bus's clock (rows of before heartbeats: their update time).
   const silent: StaleJob[] = await ds.query(
-    `SELECT id, job_type FROM backup_jobs WHERE status = 'running' AND updated_at < ? LIMIT 500`,
-    [new Date(Date.now() - leaseMs)],
+    `SELECT id, job_type FROM backup_jobs
+      WHERE status = 'running' AND COALESCE(heartbeat_at, updated_at) < ? LIMIT 500`,
+    [new Date(upTo.getTime() - leaseMs)],
   );
   await failJobs(
     opts,

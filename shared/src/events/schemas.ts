@@ -17,6 +17,9 @@ export const ProgressPhase = {
 } as const;
 export type ProgressPhase = (typeof ProgressPhase)[keyof typeof ProgressPhase];
 
+/** Why a disk was copied in full inside an incremental job: a sentence for the operator. */
+const FullReason = z.string().min(1).max(1024);
+
 /** `backup.start` v1: the hub accepted a job; a runner is to copy it. */
 export const StartDataV1 = z.object({
   /** VM whose disks are copied. */
@@ -35,6 +38,14 @@ export const StartDataV1 = z.object({
   policyId: RecordId.nullable().default(null),
   /** The job this one builds on; null for a full backup. */
   parentJobId: JobId.nullable().default(null),
+  /**
+   * What an incremental does with a disk whose previous change_id the source can no longer honour
+   * (its tracking gone or inconsistent, the disk resized or replaced): `fail` the job with
+   * FULL_BACKUP_REQUIRED naming the disk (the default, and an explicit `incremental`'s), or copy
+   * that disk — only that one — `full` inside the same job (`auto`), saying why in the disk's
+   * `fullReason`.
+   */
+  ifChangeIdUnusable: z.enum(['fail', 'full']).default('fail'),
   disks: z
     .array(
       z.object({
@@ -47,6 +58,11 @@ export const StartDataV1 = z.object({
         targetPath: FilePath,
         /** Backing file of the target (the parent's target); null for a full copy. */
         backingPath: FilePath.nullable().default(null),
+        /**
+         * Why this disk of an incremental is planned as a full copy (e.g. the disk is new to the
+         * VM); null when it continues its chain, or the whole job is full.
+         */
+        fullReason: FullReason.nullable().default(null),
       }),
     )
     .min(1, 'a job needs at least one disk')
@@ -75,6 +91,12 @@ const CompletedDisk = z.object({
   targetPath: FilePath.nullable().default(null),
   /** Size of the disk in bytes, when known. */
   bytesTotal: ByteCount.nullable().default(null),
+  /**
+   * Set when this disk of an incremental job was copied in full, and why (planned, or found by
+   * the source: tracking gone, inconsistent, disk resized); its file then has no backing file.
+   * Null when the disk continued its chain, or the whole job is full.
+   */
+  fullReason: FullReason.nullable().default(null),
 });
 
 /**

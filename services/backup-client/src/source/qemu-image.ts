@@ -3,13 +3,7 @@ import { NbdClient, type NbdAddress } from '../nbd/index';
 import { ClientError } from '../errors';
 import { bitmap, imageInfo, mergeBitmap, serveImage, type NbdExport } from '../qemu/image';
 import { ToolError } from '../qemu/process';
-import {
-  bitmapName,
-  formatChangeId,
-  rotationFor,
-  type QemuChangeId,
-  type TrackedBitmap,
-} from './change-id';
+import { formatChangeId, rotationFor, type QemuChangeId, type TrackedBitmap } from './change-id';
 import type { Area, SourceDriver, SourceSnapshot } from './types';
 import { connectWithRetry, queryAreas } from './nbd-areas';
 
@@ -58,6 +52,7 @@ export class QemuImageDriver implements SourceDriver {
     source: string,
     previousChangeId: string | null,
     workDir: string,
+    chain: string,
   ): Promise<SourceSnapshot> {
     const info = await whileLocked(() => imageInfo(source)).catch((err: unknown) => {
       throw sourceError(source, err);
@@ -72,8 +67,9 @@ export class QemuImageDriver implements SourceDriver {
       source,
       info.bitmaps.map((b) => ({ name: b.name, inconsistent: b.flags.includes('in-use') })),
       previousChangeId,
+      chain,
     );
-    const nextName = bitmapName(plan.next);
+    const nextName = plan.nextName;
     try {
       for (const later of plan.mergeIntoBase) {
         await whileLocked(() => mergeBitmap(source, later.name, (plan.base as TrackedBitmap).name));
@@ -116,7 +112,7 @@ class QemuImageSnapshot implements SourceSnapshot {
     readonly size: number,
     next: QemuChangeId,
     private readonly base: TrackedBitmap | null,
-    /** Bitmaps to remove once the job succeeded: every older one of ours. */
+    /** Bitmaps to remove once the job's completion is recorded: the chain's older ones. */
     private readonly stale: TrackedBitmap[],
     private readonly exported: NbdExport,
   ) {

@@ -5,7 +5,7 @@ import { ClientError } from '../errors';
 import type { NbdClient } from '../nbd/index';
 import { createQcow2 } from '../qemu/image';
 import { QmpClient, QmpError } from '../qmp/client';
-import { bitmapName, formatChangeId, rotationFor, type TrackedBitmap } from './change-id';
+import { formatChangeId, rotationFor, type TrackedBitmap } from './change-id';
 import { connectWithRetry, queryAreas } from './nbd-areas';
 import type { Area, SourceDriver, SourceSnapshot } from './types';
 
@@ -71,6 +71,7 @@ export class QemuLiveDriver implements SourceDriver {
     source: string,
     previousChangeId: string | null,
     workDir: string,
+    chain: string,
   ): Promise<SourceSnapshot> {
     const live = parseLiveSource(source);
     const qmp = await QmpClient.connect(live.qmpSocket).catch((err: unknown) => {
@@ -78,7 +79,7 @@ export class QemuLiveDriver implements SourceDriver {
     });
     const snapshot = new LiveSnapshot(source, live, qmp, workDir);
     try {
-      await snapshot.start(previousChangeId);
+      await snapshot.start(previousChangeId, chain);
       return snapshot;
     } catch (err) {
       await snapshot.close();
@@ -129,7 +130,7 @@ class LiveSnapshot implements SourceSnapshot {
     return node;
   }
 
-  async start(previousChangeId: string | null): Promise<void> {
+  async start(previousChangeId: string | null, chain: string): Promise<void> {
     const node = await this.node();
     if (node.image?.format !== 'qcow2')
       throw new ClientError(
@@ -144,6 +145,7 @@ class LiveSnapshot implements SourceSnapshot {
         .filter((b) => b.persistent)
         .map((b) => ({ name: b.name, inconsistent: !!b.inconsistent })),
       previousChangeId,
+      chain,
     );
     const nodeName = this.live.node;
     if (plan.base && plan.mergeIntoBase.length > 0) {
@@ -166,7 +168,7 @@ class LiveSnapshot implements SourceSnapshot {
         ],
       });
     }
-    const next = bitmapName(plan.next);
+    const next = plan.nextName;
     this.base = plan.base;
     this.stale = plan.stale.map((b) => b.name);
     this.changeId = formatChangeId(plan.next);

@@ -27,8 +27,9 @@ export interface SourceSnapshot {
    */
   queryChangedDiskAreas(offset: number): Promise<{ areas: Area[]; covered: number }>;
   /**
-   * The job finished: forget the tracking state before this point (the old bitmap). Called only
-   * when every disk of the job succeeded, so a failed job leaves both change_ids usable.
+   * The job's completion is recorded: forget this chain's tracking before this point (its old
+   * bitmaps). Called only when every disk of the job succeeded and the ledger accepted the
+   * result, so a failed or refused job leaves both change_ids usable.
    */
   commit(): Promise<void>;
   /** Ends the point-in-time view and stops every process it started. Idempotent. */
@@ -40,9 +41,15 @@ export interface SourceDriver {
   /** True when this driver handles `source` (a path or a driver URI). */
   accepts(source: string): boolean;
   /**
-   * Freezes a point in time of the disk and starts tracking changes from it. `previousChangeId`
-   * null (or `*`) asks for a full read. Throws `FullBackupRequiredError` when the previous
-   * change_id cannot be honoured.
+   * Freezes a point in time of the disk and starts tracking changes from it for `chain` (see
+   * `chainTag`): only that chain's tracking is read, rotated and, at commit, removed.
+   * `previousChangeId` null (or `*`) asks for a full read. Throws `FullBackupRequiredError` when
+   * the previous change_id cannot be honoured.
    */
-  open(source: string, previousChangeId: string | null, workDir: string): Promise<SourceSnapshot>;
+  open(
+    source: string,
+    previousChangeId: string | null,
+    workDir: string,
+    chain: string,
+  ): Promise<SourceSnapshot>;
 }

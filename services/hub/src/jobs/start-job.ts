@@ -61,7 +61,11 @@ export async function startJob(deps: JobDeps, req: StartJobRequest): Promise<Sta
   const chainHead =
     req.requested === RequestedBackupType.Full
       ? null
-      : await bus.ask('chain-head', { vmName: vm.vmName, jobType: req.jobType });
+      : await bus.ask('chain-head', {
+          vmName: vm.vmName,
+          jobType: req.jobType,
+          repositoryId: repository.id,
+        });
 
   const { jobId } = req;
   const log = forJob(deps.log, jobId, { jobType: req.jobType, vmName: vm.vmName });

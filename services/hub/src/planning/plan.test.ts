@@ -26,6 +26,7 @@ function disk(diskKey: string, changeId: string | null, targetPath: string | nul
     bytesTotal: 2,
     targetPath,
     backingPath: null,
+    fullReason: null,
   };
 }
 
@@ -80,6 +81,7 @@ describe('planJob', () => {
       repositoryPath: '/srv/tidemark',
       policyId: null,
       parentJobId: null,
+      ifChangeIdUnusable: 'fail',
       disks: [
         {
           diskKey: 'disk-0',
@@ -87,6 +89,7 @@ describe('planJob', () => {
           previousChangeId: null,
           targetPath: '/srv/tidemark/pgtest1/backup-b/disk-0.qcow2',
           backingPath: null,
+          fullReason: null,
         },
         {
           diskKey: 'disk-1',
@@ -94,6 +97,7 @@ describe('planJob', () => {
           previousChangeId: null,
           targetPath: '/srv/tidemark/pgtest1/backup-b/disk-1.qcow2',
           backingPath: null,
+          fullReason: null,
         },
       ],
     });
@@ -129,7 +133,18 @@ describe('planJob', () => {
       diskKey: 'disk-1',
       previousChangeId: null,
       backingPath: null,
+      fullReason: expect.stringMatching(/backup-a recorded no change_id for disk disk-1/),
     });
+    expect(plan.disks[0]?.fullReason).toBeNull();
+  });
+
+  it('lets auto copy an unusable disk in full, and has an explicit incremental fail instead', () => {
+    expect(planJob(request({ requested: 'auto', chainHead: fullHead })).ifChangeIdUnusable).toBe(
+      'full',
+    );
+    expect(
+      planJob(request({ requested: 'incremental', chainHead: fullHead })).ifChangeIdUnusable,
+    ).toBe('fail');
   });
 
   it('copies in full a backup disk whose parent file is unknown (reported without a target)', () => {

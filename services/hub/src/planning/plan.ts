@@ -50,6 +50,9 @@ export function planJob(req: PlanRequest): StartData {
     repositoryPath: repositoryRoot(req.repository.path),
     policyId: req.policyId,
     parentJobId: head?.jobId ?? null,
+    // `auto` always makes progress: a disk whose change_id the source cannot honour is copied in
+    // full inside the job. An explicit incremental fails instead, naming the disk.
+    ifChangeIdUnusable: req.requested === RequestedBackupType.Auto ? 'full' : 'fail',
     disks: req.vm.disks.map((disk) => {
       const from = head ? continuingDisk(req.jobType, head, disk.diskKey) : null;
       return {
@@ -59,6 +62,10 @@ export function planJob(req: PlanRequest): StartData {
         targetPath: targetPath(req, disk.diskKey),
         // A replica is updated in place; a backup's overlay is backed by its parent's file.
         backingPath: req.jobType === JobType.Backup ? (from?.targetPath ?? null) : null,
+        fullReason:
+          head && !from
+            ? `the chain head ${head.jobId} recorded no change_id for disk ${disk.diskKey} (a disk new to the VM, or one that did not finish)`
+            : null,
       };
     }),
   };

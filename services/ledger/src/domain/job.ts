@@ -20,6 +20,16 @@ export interface JobRecord {
   createdAt: Date;
   startedAt: Date | null;
   completedAt: Date | null;
+  /**
+   * The ledger's own order of completions (assigned when it records one, never a runner's
+   * clock): the chain head is the completed job of the chain with the highest. Null until then.
+   */
+  completionSeq: number | null;
+  /**
+   * When the job's runner last gave word (its latest progress), by the time the bus took that
+   * event: the stale-job reaper's lease runs from here. Null before any progress.
+   */
+  heartbeatAt: Date | null;
   /** Keyed by disk key, in the order the disks were first reported. */
   disks: Map<string, DiskRecord>;
 }
@@ -41,6 +51,8 @@ export interface DiskRecord {
   bytesTotal: number | null;
   targetPath: string | null;
   backingPath: string | null;
+  /** Why this disk of an incremental was (to be) copied in full; null when it continues. */
+  fullReason: string | null;
 }
 
 export const activeStatuses: readonly JobStatus[] = ['queued', 'running'];

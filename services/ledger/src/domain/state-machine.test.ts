@@ -13,6 +13,7 @@ const ctx: ApplyContext = {
   policyExists: (id) => id === 'policy-1',
   jobExists: (id) => id === 'job-parent',
   activeJobOf: () => null,
+  heardAt: (e) => new Date(Date.parse(e.occurredAt) + 1000),
 };
 
 function ev<T extends EventType>(
@@ -218,6 +219,68 @@ describe('job state machine', () => {
     );
     expect(job).toMatchObject({ status: 'failed', errorCode: 'COPY_FAILED', retryable: true });
     expect(job.disks.get('d0')?.changeId).toBe('u0/7');
+  });
+
+  describe('a completion outranks every failure that was not a completion', () => {
+    it.each(['TOO_MANY_ATTEMPTS', 'LEASE_EXPIRED', 'INTERRUPTED', 'COPY_FAILED', 'CLIENT_EXITED'])(
+      'given a job failed %s, when its completion arrives, then the change_ids are recorded',
+      (code) => {
+        const failed = ev('backup.failed', { code, message: 'gone', retryable: false });
+        const job = run(start(), progress(1), failed, completed(['u0/4', 'u1/4']));
+        expect(job).toMatchObject({ status: 'completed', errorCode: null, errorMessage: null });
+        expect([...job.disks.values()].map((d) => d.changeId)).toEqual(['u0/4', 'u1/4']);
+      },
+    );
+  });
+
+  describe('per-disk full copies and heartbeats', () => {
+    const incrementalStart = ev('backup.start', {
+      vmName: 'vm1',
+      backupType: 'incremental',
+      repositoryId: 'repo-1',
+      parentJobId: 'job-parent',
+      disks: [
+        {
+          diskKey: 'd0',
+          source: '/src/d0.qcow2',
+          previousChangeId: 'u0/1',
+          targetPath: '/repo/vm1/job-1/d0.qcow2',
+          backingPath: '/repo/vm1/job-parent/d0.qcow2',
+        },
+        {
+          diskKey: 'd1',
+          source: '/src/d1.qcow2',
+          previousChangeId: 'u1/1',
+          targetPath: '/repo/vm1/job-1/d1.qcow2',
+          backingPath: '/repo/vm1/job-parent/d1.qcow2',
+        },
+      ],
+    });
+
+    it('given an incremental, when a disk reports a full copy, then it keeps why and loses its backing file; the other stays backed', () => {
+      const done = ev('backup.completed', {
+        vmName: 'vm1',
+        backupType: 'incremental',
+        repositoryId: 'repo-1',
+        bytesTransferred: 200,
+        disks: [
+          { diskKey: 'd0', changeId: 'u0/2', bytesTransferred: 100, fullReason: 'bitmap gone' },
+          { diskKey: 'd1', changeId: 'u1/2', bytesTransferred: 100 },
+        ],
+      });
+      const job = run(incrementalStart, done);
+      expect(job.disks.get('d0')).toMatchObject({ fullReason: 'bitmap gone', backingPath: null });
+      expect(job.disks.get('d1')).toMatchObject({
+        fullReason: null,
+        backingPath: '/repo/vm1/job-parent/d1.qcow2',
+      });
+    });
+
+    it('given a running job, when progress arrives, then its heartbeat is when the bus took it', () => {
+      const p = progress(1);
+      const job = run(start(), p);
+      expect(job.heartbeatAt).toEqual(ctx.heardAt(p));
+    });
   });
 
   describe('cancel', () => {

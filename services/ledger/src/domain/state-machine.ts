@@ -14,6 +14,8 @@ export interface ApplyContext {
   jobExists(id: string): boolean;
   /** The active (queued or running) job of a VM and job type, if any. */
   activeJobOf(vmName: string, jobType: JobType): string | null;
+  /** When the bus took the event (its stream timestamp); the event's own time when unknown. */
+  heardAt(event: AnyEvent): Date;
 }
 
 export const RejectCode = {
@@ -49,7 +51,7 @@ export function decide(job: JobRecord | null, event: AnyEvent, ctx: ApplyContext
     case 'backup.start':
       return onStart(job, event, ctx);
     case 'backup.progress':
-      return onProgress(job, event);
+      return onProgress(job, event, ctx);
     case 'backup.completed':
       return onCompleted(job, event, ctx);
     case 'backup.failed':
@@ -111,7 +113,13 @@ function onStart(
     for (const disk of d.disks) {
       const known = next.disks.get(disk.diskKey);
       if (!known) continue;
-      for (const key of ['source', 'previousChangeId', 'targetPath', 'backingPath'] as const) {
+      for (const key of [
+        'source',
+        'previousChangeId',
+        'targetPath',
+        'backingPath',
+        'fullReason',
+      ] as const) {
         if (known[key] === null && disk[key] !== null) {
           known[key] = disk[key];
           added = true;
@@ -146,6 +154,7 @@ function onStart(
       bytesTotal: null,
       targetPath: disk.targetPath,
       backingPath: disk.backingPath,
+      fullReason: disk.fullReason,
     });
   }
   return {
@@ -185,11 +194,17 @@ function newJob(
     createdAt: new Date(event.occurredAt),
     startedAt: null,
     completedAt: null,
+    completionSeq: null,
+    heartbeatAt: null,
     disks,
   };
 }
 
-function onProgress(job: JobRecord | null, event: TidemarkEvent<'backup.progress'>): Decision {
+function onProgress(
+  job: JobRecord | null,
+  event: TidemarkEvent<'backup.progress'>,
+  ctx: ApplyContext,
+): Decision {
   if (!job) return { kind: 'defer', why: `job ${event.jobId} is not known yet` };
   if (!isActive(job.status)) return { kind: 'ignore', why: `job is already ${job.status}` };
   const d = event.data;
@@ -212,6 +227,7 @@ function onProgress(job: JobRecord | null, event: TidemarkEvent<'backup.progress
     const known = next.disks.get(disk.diskKey);
     if (known) known.bytesTotal = disk.bytesTotal;
   }
+  next.heartbeatAt = ctx.heardAt(event);
   next.progress = {
     phase: d.phase,
     sequence: d.sequence,
@@ -221,9 +237,6 @@ function onProgress(job: JobRecord | null, event: TidemarkEvent<'backup.progress
   };
   return { kind: 'apply', job: next, note: `progress ${d.sequence}` };
 }
-
-/** A failure the system presumed (no word from the runner); a real completion overrides it. */
-const presumedFailures = new Set(['LEASE_EXPIRED', 'START_NOT_PUBLISHED']);
 
 /** The error code a cancelled job carries. */
 export const CANCELLED = 'CANCELLED';
@@ -263,15 +276,11 @@ function onCompleted(
         'data.disks',
       );
     }
-    // A cancel that reached the job after its copy had finished does not undo the copy: the
-    // completion's change_ids are real backup points, and losing them forces a full backup.
-    if (job.status === 'failed' && !presumedFailures.has(job.errorCode ?? '')) {
-      return reject(
-        'CONFLICT',
-        `job ${job.jobId} already ended as ${job.status}; its completion is kept here`,
-        'type',
-      );
-    }
+    // A real completion outranks any failure or cancel that was not itself a completion
+    // (presumed by the reaper, an attempt cap, an interrupted attempt, a cancel that came after
+    // the copy finished): its change_ids are real backup points, and refusing them would cost
+    // the next job its incremental. The runner commits the new change tracking only once this
+    // is recorded.
     if (job.vmName !== d.vmName) {
       return reject(
         'CONFLICT',
@@ -312,11 +321,14 @@ function recordDisk(job: JobRecord, disk: CompletedDiskData): void {
     diskKey: disk.diskKey,
     source: known?.source ?? null,
     previousChangeId: known?.previousChangeId ?? null,
-    backingPath: known?.backingPath ?? null,
     changeId: disk.changeId,
     bytesTransferred: disk.bytesTransferred,
     bytesTotal: disk.bytesTotal ?? known?.bytesTotal ?? null,
     targetPath: disk.targetPath ?? known?.targetPath ?? null,
+    // A disk of a backup copied in full stands alone: its file has no backing file.
+    backingPath:
+      disk.fullReason !== null && job.jobType === 'backup' ? null : (known?.backingPath ?? null),
+    fullReason: disk.fullReason ?? known?.fullReason ?? null,
   });
 }
 

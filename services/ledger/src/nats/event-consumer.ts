@@ -35,6 +35,12 @@ export interface EventConsumerOptions {
 }
 
 export interface EventConsumer {
+  /**
+   * How far the ledger has caught up with the bus: now, when nothing is waiting to be applied;
+   * else when the bus took the latest event applied (null when none has been since start).
+   * The reaper judges leases against this, so a backlog never reads as silence.
+   */
+  caughtUpTo(): Promise<Date | null>;
   stop(): Promise<void>;
 }
 
@@ -68,9 +74,17 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
   const queue: Item[] = [];
   let wake: () => void = () => undefined;
   let closed = false;
+  let busy = false;
+  let latestApplied: Date | null = null;
+  // Stream sequences given back and not yet seen again: deferrals (a job not known yet) and
+  // retries (the database did not answer). Only deferrals may stand while caught up.
+  const deferred = new Set<number>();
+  const retrying = new Set<number>();
 
   const reader = (async () => {
     for await (const m of messages) {
+      deferred.delete(m.info.streamSequence);
+      retrying.delete(m.info.streamSequence);
       queue.push({ m, parsed: parseEvent(m.data) });
       wake();
     }
@@ -88,16 +102,22 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
         continue;
       }
       const batch = queue.splice(0, opts.batchMax);
+      busy = true;
       try {
         await processBatch(batch);
+        busy = false;
       } catch (err) {
         // The database did not answer: give every event of the batch back, later.
         log.error(
           { err, events: batch.length },
           'could not apply events; they will be redelivered',
         );
-        for (const { m } of batch) m.nak(2000);
+        for (const { m } of batch) {
+          retrying.add(m.info.streamSequence);
+          m.nak(2000);
+        }
         await sleep(1000);
+        busy = false;
       }
     }
   })();
@@ -132,7 +152,12 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
     }
     if (valid.length === 0) return;
     const events = valid.map((v) => v.event);
-    const outcomes = await applyEventsIsolating(opts.ds, events);
+    // The lease of a job runs from when the bus took its runner's word, not from when the
+    // ledger got round to applying it (after an outage, a backlog is old news, not silence).
+    const heard = new Map(valid.map((v) => [v.event, new Date(v.m.info.timestampNanos / 1e6)]));
+    const outcomes = await applyEventsIsolating(opts.ds, events, 'event', heard);
+    for (const d of heard.values())
+      if (latestApplied === null || d > latestApplied) latestApplied = d;
     opts.onCommitted?.(events, outcomes);
     for (let i = 0; i < valid.length; i++) {
       const { m, event } = valid[i];
@@ -171,6 +196,7 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
               event.jobId,
             );
           } else {
+            deferred.add(m.info.streamSequence);
             m.nak(opts.deferDelayMs);
             log.info(
               { ...fields, why: outcome.why, deliveries: m.info.deliveryCount },
@@ -187,6 +213,15 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
   }
 
   return {
+    async caughtUpTo() {
+      if (queue.length === 0 && !busy && retrying.size === 0) {
+        const info = await jsm.consumers.info(topo.stream, topo.ledgerConsumer);
+        // Nothing undelivered, and every delivered-but-unacknowledged event is a deferral of
+        // ours (not one given back for a retry, nor one held by a ledger that died).
+        if (info.num_pending === 0 && info.num_ack_pending <= deferred.size) return new Date();
+      }
+      return latestApplied;
+    },
     async stop() {
       await messages.close();
       await reader;

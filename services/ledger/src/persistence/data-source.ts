@@ -2,8 +2,9 @@ import 'reflect-metadata';
 import { DataSource } from 'typeorm';
 import { entities } from './entities';
 import { InitialSchema1763800000000 } from './migrations/1763800000000-initial-schema';
+import { Chains1764600000000 } from './migrations/1764600000000-chains';
 
-export const migrations = [InitialSchema1763800000000];
+export const migrations = [InitialSchema1763800000000, Chains1764600000000];
 
 /**
  * The ledger's database: MySQL 8 or MariaDB 10.11 through mysql2. The schema comes only from

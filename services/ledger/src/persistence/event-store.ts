@@ -39,9 +39,22 @@ export function errnoOf(err: unknown): number | undefined {
   return e?.driverError?.errno ?? e?.errno;
 }
 
+function sqlStateOf(err: unknown): string | undefined {
+  const e = err as { sqlState?: string; driverError?: { sqlState?: string } };
+  return e?.driverError?.sqlState ?? e?.sqlState;
+}
+
+/**
+ * Whether the database refused the write for what it holds, so that trying it again can never
+ * succeed: a known errno, or any error of SQLSTATE class 22 (data exception, e.g. 1292, a
+ * datetime out of range) or 23 (integrity constraint). Such an event is dead-lettered with the
+ * database's reason instead of being retried forever ahead of the events behind it.
+ */
 export function isDeterministic(err: unknown): boolean {
   const errno = errnoOf(err);
-  return errno !== undefined && deterministicErrnos.has(errno);
+  if (errno !== undefined && deterministicErrnos.has(errno)) return true;
+  const state = sqlStateOf(err);
+  return state !== undefined && (state.startsWith('22') || state.startsWith('23'));
 }
 
 /** job id and disk key of a `diskValues` row. */
@@ -64,17 +77,21 @@ const activeKey = (vmName: string, jobType: JobType) => `${jobType}\u0000${vmNam
  */
 export type Via = 'event' | 'request';
 
+/** When the bus took each event (its stream timestamp), for events that came over it. */
+export type HeardAt = ReadonlyMap<AnyEvent, Date>;
+
 export async function applyEvents(
   ds: DataSource,
   events: AnyEvent[],
   via: Via = 'event',
   now = new Date(),
+  heard: HeardAt = new Map(),
 ): Promise<Outcome[]> {
   const q = ds.createQueryRunner();
   await q.connect();
   try {
     await q.startTransaction('READ COMMITTED');
-    const outcomes = await applyInTransaction(q, events, via, now);
+    const outcomes = await applyInTransaction(q, events, via, now, heard);
     await q.commitTransaction();
     return outcomes;
   } catch (err) {
@@ -94,9 +111,10 @@ export async function applyEventsIsolating(
   ds: DataSource,
   events: AnyEvent[],
   via: Via = 'event',
+  heard: HeardAt = new Map(),
 ): Promise<Outcome[]> {
   try {
-    return await applyEvents(ds, events, via);
+    return await applyEventsOnce(ds, events, via, heard);
   } catch (err) {
     if (!isDeterministic(err) || events.length === 1) {
       if (events.length === 1 && isDeterministic(err)) return [dbReject(err)];
@@ -106,13 +124,33 @@ export async function applyEventsIsolating(
   const outcomes: Outcome[] = [];
   for (const event of events) {
     try {
-      outcomes.push(...(await applyEvents(ds, [event], via)));
+      outcomes.push(...(await applyEventsOnce(ds, [event], via, heard)));
     } catch (err) {
       if (!isDeterministic(err)) throw err;
       outcomes.push(dbReject(err));
     }
   }
   return outcomes;
+}
+
+/**
+ * A transaction that lost the race to record one of its events (another transaction, with no
+ * job row to lock yet, committed the same event id first) is run again: it then finds the
+ * event applied. Never a rejection: the event was applied, once.
+ */
+async function applyEventsOnce(
+  ds: DataSource,
+  events: AnyEvent[],
+  via: Via,
+  heard: HeardAt,
+): Promise<Outcome[]> {
+  try {
+    return await applyEvents(ds, events, via, new Date(), heard);
+  } catch (err) {
+    if (!(errnoOf(err) === 1062 && /processed_events|for key 'PRIMARY'/.test(String(err))))
+      throw err;
+    return applyEvents(ds, events, via, new Date(), heard);
+  }
 }
 
 function dbReject(err: unknown): Outcome {
@@ -135,10 +173,17 @@ async function applyInTransaction(
   events: AnyEvent[],
   via: Via,
   now: Date,
+  heard: HeardAt,
 ): Promise<Outcome[]> {
   const jobIds = [...new Set(events.map((e) => e.jobId))];
   const eventIds = [...new Set(events.map((e) => e.id))];
 
+  // The job rows are locked first: a transaction applying the same event at the same time (the
+  // stream's copy and a runner's request) waits here, then finds it among the processed.
+  const jobRows: JobRow[] = await q.query(
+    `SELECT * FROM backup_jobs WHERE id IN (${placeholders(jobIds.length)}) FOR UPDATE`,
+    jobIds,
+  );
   const seen: { event_id: string; outcome: string }[] = await q.query(
     `SELECT event_id, outcome FROM processed_events WHERE event_id IN (${placeholders(eventIds.length)})`,
     eventIds,
@@ -147,10 +192,6 @@ async function applyInTransaction(
   // Starts of jobs the hub created by request, now seen on the bus: no longer for the reaper.
   const awaitedStarts = new Set(seen.filter((r) => r.outcome === CREATED).map((r) => r.event_id));
   const arrivedStarts = new Set<string>();
-  const jobRows: JobRow[] = await q.query(
-    `SELECT * FROM backup_jobs WHERE id IN (${placeholders(jobIds.length)}) FOR UPDATE`,
-    jobIds,
-  );
   const diskRows: DiskRow[] = jobRows.length
     ? await q.query(
         `SELECT * FROM backup_disks WHERE job_id IN (${placeholders(jobRows.length)})`,
@@ -213,6 +254,7 @@ async function applyInTransaction(
     policyExists: (id) => policies.has(id),
     jobExists: (id) => working.has(id) || parents.has(id),
     activeJobOf: (vm, type) => active.get(activeKey(vm, type)) ?? null,
+    heardAt: (event) => heard.get(event) ?? new Date(event.occurredAt),
   };
 
   const outcomes: Outcome[] = [];
@@ -270,6 +312,10 @@ async function applyInTransaction(
 
   if (dirty.size > 0) {
     const jobs = [...dirty].map((id) => working.get(id) as JobRecord);
+    await numberCompletions(
+      q,
+      jobs.filter((j) => j.status === 'completed' && j.completionSeq === null),
+    );
     await upsert(
       q,
       'backup_jobs',
@@ -299,6 +345,22 @@ async function applyInTransaction(
     );
   }
   return outcomes;
+}
+
+/**
+ * Gives each newly completed job the next numbers of the ledger's completion order, from one
+ * counter row (its row lock orders concurrent transactions; LAST_INSERT_ID(expr) hands the new
+ * value back on this connection).
+ */
+async function numberCompletions(q: QueryRunner, completed: JobRecord[]): Promise<void> {
+  if (completed.length === 0) return;
+  await q.query(
+    `UPDATE ledger_counters SET value = LAST_INSERT_ID(value + ?) WHERE name = 'completion'`,
+    [completed.length],
+  );
+  const [{ top }]: { top: string | number }[] = await q.query('SELECT LAST_INSERT_ID() AS top');
+  let seq = Number(top) - completed.length;
+  for (const job of completed) job.completionSeq = ++seq;
 }
 
 async function upsert(

@@ -24,6 +24,8 @@ export interface JobRow {
   created_at: Date;
   started_at: Date | null;
   completed_at: Date | null;
+  completion_seq: string | number | null;
+  heartbeat_at: Date | null;
 }
 
 export interface DiskRow {
@@ -37,6 +39,7 @@ export interface DiskRow {
   bytes_total: string | number | null;
   target_path: string | null;
   backing_path: string | null;
+  full_reason: string | null;
 }
 
 const num = (v: string | number | null): number | null => (v === null ? null : Number(v));
@@ -70,6 +73,8 @@ export function jobFromRows(row: JobRow, disks: DiskRow[]): JobRecord {
     createdAt: row.created_at,
     startedAt: row.started_at,
     completedAt: row.completed_at,
+    completionSeq: num(row.completion_seq),
+    heartbeatAt: row.heartbeat_at,
     disks: new Map(
       sorted.map((d): [string, DiskRecord] => [
         d.disk_key,
@@ -82,6 +87,7 @@ export function jobFromRows(row: JobRow, disks: DiskRow[]): JobRecord {
           bytesTotal: num(d.bytes_total),
           targetPath: d.target_path,
           backingPath: d.backing_path,
+          fullReason: d.full_reason,
         },
       ]),
     ),
@@ -133,6 +139,8 @@ export const jobColumns = [
   'created_at',
   'started_at',
   'completed_at',
+  'completion_seq',
+  'heartbeat_at',
   'updated_at',
 ] as const;
 
@@ -160,6 +168,8 @@ export function jobValues(job: JobRecord, now: Date): unknown[] {
     job.createdAt,
     job.startedAt,
     job.completedAt,
+    job.completionSeq,
+    job.heartbeatAt,
     now,
   ];
 }
@@ -175,6 +185,7 @@ export const diskColumns = [
   'bytes_total',
   'target_path',
   'backing_path',
+  'full_reason',
 ] as const;
 
 export function diskValues(job: JobRecord): unknown[][] {
@@ -189,5 +200,6 @@ export function diskValues(job: JobRecord): unknown[][] {
     d.bytesTotal,
     d.targetPath,
     d.backingPath,
+    d.fullReason,
   ]);
 }
