@@ -228,6 +228,7 @@ export interface ApiJob {
     bytes_transferred: number | null;
     target_path: string | null;
     backing_path: string | null;
+    full_reason: string | null;
   }>;
 }
 

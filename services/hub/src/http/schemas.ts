@@ -115,6 +115,10 @@ const PlannedDisk = z.object({
   previous_change_id: z.string().nullable(),
   target_path: z.string(),
   backing_path: z.string().nullable(),
+  full_reason: z
+    .string()
+    .nullable()
+    .describe('Why this disk of an incremental is planned as a full copy; null when it continues'),
 });
 
 const acceptedFields = {
@@ -140,6 +144,12 @@ const JobDisk = z.object({
   bytes_total: z.number().nullable(),
   target_path: z.string().nullable(),
   backing_path: z.string().nullable(),
+  full_reason: z
+    .string()
+    .nullable()
+    .describe(
+      'Why this disk of an incremental was copied in full (its change_id unusable, or new to the VM); null when it continued its chain',
+    ),
 });
 
 const jobFields = {

@@ -63,6 +63,7 @@ export function jobFields(job: JobView): JobFields {
       bytes_total: d.bytesTotal,
       target_path: d.targetPath,
       backing_path: d.backingPath,
+      full_reason: d.fullReason,
     })),
   };
 }
@@ -79,6 +80,7 @@ export function acceptedFields({ job, plan }: StartedJob): AcceptedFields {
       previous_change_id: d.previousChangeId,
       target_path: d.targetPath,
       backing_path: d.backingPath,
+      full_reason: d.fullReason,
     })),
   };
 }
