@@ -50,6 +50,8 @@ export interface LedgerWorld {
     opts?: { jobType?: JobType; id?: string },
   ): Promise<TidemarkEvent<T>>;
   ask<Q extends QueryName>(name: Q, request: QueryRequest<Q>): Promise<QueryResults[Q]>;
+  /** A new connection for `db` and the helpers (after the server restarted). */
+  reconnect(): Promise<void>;
   rows<T = RowDataPacket>(sql: string, params?: unknown[]): Promise<T[]>;
   /** `SELECT COUNT(*) ...` as a number. */
   count(sql: string, params?: unknown[]): Promise<number>;
@@ -68,13 +70,15 @@ export interface LedgerWorld {
 
 export async function createLedgerWorld(
   overrides: Record<string, string> = {},
+  /** A MySQL server of the test's own (URL without a database); the suites' shared one else. */
+  mysqlServerUrl = testServers().mysqlUrl,
 ): Promise<LedgerWorld> {
   const servers = testServers();
   const prefix = uniqueName('t');
   const database = uniqueName('tidemark_t');
   const env: Record<string, string> = {
     TIDEMARK_NATS_URL: overrides.TIDEMARK_NATS_URL ?? servers.natsUrl,
-    TIDEMARK_MYSQL_URL: withDatabase(servers.mysqlUrl, database),
+    TIDEMARK_MYSQL_URL: withDatabase(mysqlServerUrl, database),
     TIDEMARK_BUS_PREFIX: prefix,
     TIDEMARK_LOG_LEVEL: 'silent',
     TIDEMARK_LEDGER_ACK_WAIT_MS: '3000',
@@ -88,15 +92,17 @@ export async function createLedgerWorld(
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
   await ensureStreams(jsm, topo);
-  const admin = await createConnection(servers.mysqlUrl);
+  const admin = await createConnection(mysqlServerUrl);
   await admin.query(`CREATE DATABASE IF NOT EXISTS \`${database}\``);
   await admin.end();
-  const db = await createConnection({
-    uri: env.TIDEMARK_MYSQL_URL,
-    supportBigNumbers: true,
-    bigNumberStrings: true,
-    timezone: 'Z',
-  });
+  const connectDb = () =>
+    createConnection({
+      uri: env.TIDEMARK_MYSQL_URL,
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+      timezone: 'Z',
+    });
+  let db = await connectDb();
 
   const world: LedgerWorld = {
     topo,
@@ -123,6 +129,11 @@ export async function createLedgerWorld(
       return event;
     },
     ask: (name, request) => askLedger(nc, topo, name, request),
+    async reconnect() {
+      await db.end().catch(() => undefined);
+      db = await connectDb();
+      world.db = db;
+    },
     async rows<T>(sql: string, params: unknown[] = []) {
       const [rows] = await db.query(sql, params);
       return rows as T[];
