@@ -9,12 +9,14 @@ import { createLogger } from '@tidemark/shared';
 import { RunnerConfigSchema } from '@tidemark/appliance-runner/config';
 import { startRunner, type Runner } from '@tidemark/appliance-runner/runner';
 import {
+  bitmapNames,
   clientMain,
   createImage,
   MiB,
   run,
   sameContent,
   tempDir,
+  trackingBitmap,
   writeDisk,
 } from '../support/disks';
 import { fakeClientFile } from '../support/fake-clients';
@@ -136,6 +138,73 @@ async function runnerProcessMidCopy(env: Record<string, string>) {
 }
 
 describe('appliance-runner', () => {
+  it('keeps the previous change tracking on the source when the ledger refuses the completion', async () => {
+    const r = await runner();
+    const idle = () => waitFor('runner idle', async () => r.running() === 0, 30_000);
+    const vm = uniqueName('vm');
+    const disk = {
+      source: join(tmp.dir, `${vm}.qcow2`),
+      target: join(tmp.dir, 'repo', vm, 'full', 'disk-0.qcow2'),
+    };
+    createImage(disk.source, 64 * MiB);
+    writeDisk(disk.source, [{ offset: 0, length: 1 * MiB, pattern: 0x32 }]);
+    const fullId = uniqueName('job-');
+    await startFull(fullId, vm, disk);
+    await world.waitForJob(fullId, (j) => j.status === 'completed', 30_000);
+    await idle();
+    const [full] = await world.rows<{ change_id: string }>(
+      'SELECT change_id FROM backup_disks WHERE job_id = ?',
+      [fullId],
+    );
+    const base = trackingBitmap(full?.change_id as string, 'backup', repositoryId);
+    expect(bitmapNames(disk.source).map((b) => b.name)).toEqual([base]);
+
+    // An incremental slow enough (48 MiB at 20 MB/s) for another publisher's completion of the
+    // same job, with other change_ids, to be recorded first: the runner's own is then refused.
+    writeDisk(disk.source, [{ offset: 8 * MiB, length: 48 * MiB, pattern: 0x33 }]);
+    const incId = uniqueName('job-');
+    process.env.TIDEMARK_COPY_MAX_MBPS = '20';
+    try {
+      await world.publish('backup.start', incId, {
+        vmName: vm,
+        backupType: 'incremental',
+        repositoryId,
+        repositoryPath: repoRoot(),
+        parentJobId: fullId,
+        disks: [
+          {
+            diskKey: 'disk-0',
+            source: disk.source,
+            targetPath: join(tmp.dir, 'repo', vm, incId, 'disk-0.qcow2'),
+            backingPath: disk.target,
+            previousChangeId: full?.change_id as string,
+          },
+        ],
+      });
+      await midCopy(incId);
+    } finally {
+      delete process.env.TIDEMARK_COPY_MAX_MBPS;
+    }
+    const other = `${(full?.change_id as string).split('/')[0]}/99`;
+    await world.publish('backup.completed', incId, {
+      vmName: vm,
+      backupType: 'incremental',
+      repositoryId,
+      parentJobId: fullId,
+      bytesTransferred: 1,
+      disks: [{ diskKey: 'disk-0', changeId: other, bytesTransferred: 1 }],
+    });
+    await waitFor('the refusal', async () => r.stats().failed === 1, 30_000);
+    await idle();
+    const job = await world.job(incId);
+    expect(job).toMatchObject({ status: 'completed', change_id: other });
+    // The base the ledger's record still builds on is on the source, and usable.
+    const names = bitmapNames(disk.source);
+    expect(names.map((b) => b.name)).toContain(base);
+    expect(names.every((b) => !b.flags.includes('in-use'))).toBe(true);
+    expect(r.stats().completed).toBe(1); // the full only
+  });
+
   it('gives the client its job id and previous change_ids, and the change_ids reach the ledger', async () => {
     const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
     // The ledger shows a job completed as soon as the event is applied; the client then still
