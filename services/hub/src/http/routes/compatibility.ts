@@ -1,6 +1,6 @@
 import { reportCompletion } from '../../jobs/report-completion';
 import type { JobDeps } from '../../jobs/start-job';
-import type { HubApp } from '../app';
+import type { HubApp } from '../hub-app';
 import type { IssuePathConfig } from '../errors';
 import { tagJob } from '../job-log';
 import { eventAcceptedView } from '../views';

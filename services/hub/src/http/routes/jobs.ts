@@ -2,7 +2,7 @@ import { JobType, type Logger } from '@tidemark/shared';
 import { z } from 'zod';
 import { cancelJob } from '../../jobs/cancel-job';
 import { newJobId, startJob, type JobDeps } from '../../jobs/start-job';
-import type { HubApp } from '../app';
+import type { HubApp } from '../hub-app';
 import type { IssuePathConfig } from '../errors';
 import { tagJob } from '../job-log';
 import {

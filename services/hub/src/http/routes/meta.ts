@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { HubApp } from '../app';
+import type { HubApp } from '../hub-app';
 
 export function metaRoutes(app: HubApp): void {
   app.get(

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { JobDeps } from '../../jobs/start-job';
-import type { HubApp } from '../app';
+import type { HubApp } from '../hub-app';
 import {
   CreatePolicyBody,
   CreateRepositoryBody,
