@@ -32,5 +32,25 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    // One REST contract, in shared/src/api: the CLI and the hub's HTTP layer take their schemas
+    // from it and write none of their own (zod's types stay allowed; tests may build schemas).
+    files: ['services/cli/src/**/*.ts', 'services/hub/src/http/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            {
+              name: 'zod',
+              allowTypeImports: true,
+              message: "Take the schema from @tidemark/shared's `api` (shared/src/api).",
+            },
+          ],
+        },
+      ],
+    },
+  },
   prettier,
 );

@@ -1,4 +1,5 @@
-// One jest run, four projects: fast unit tests beside the code; integration suites under
+// One jest run, four projects: fast unit tests beside the code (and under test/unit those that
+// join services, in-process with no servers); integration suites under
 // test/integration and end-to-end suites under test/e2e, which share real NATS and MariaDB
 // servers started once (see test/support/global-setup.ts; the first project's setup starts them,
 // the next finds their URLs in the environment); the chaos suite under test/chaos, which starts
@@ -36,7 +37,11 @@ module.exports = {
     {
       ...shared,
       displayName: 'unit',
-      testMatch: ['<rootDir>/shared/src/**/*.test.ts', '<rootDir>/services/*/src/**/*.test.ts'],
+      testMatch: [
+        '<rootDir>/shared/src/**/*.test.ts',
+        '<rootDir>/services/*/src/**/*.test.ts',
+        '<rootDir>/test/unit/**/*.test.ts',
+      ],
     },
     {
       ...shared,

@@ -11,3 +11,4 @@ export * from './nats/jetstream';
 export * from './nats/connect';
 export * from './queries';
 export * from './json-schema';
+export * as api from './api';

@@ -8,16 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeliverPolicy } from '@nats-io/jetstream';
-import { makeEvent, parseEvent, type EventType } from '@tidemark/shared';
-import {
-  CancelJobBody,
-  CompleteBackupBody,
-  CreatePolicyBody,
-  CreateRepositoryBody,
-  CreateVmBody,
-  ReplicationChangeIdBody,
-  StartJobBody,
-} from '@tidemark/hub/http/schemas';
+import { api, makeEvent, parseEvent, type EventType } from '@tidemark/shared';
 import type { z } from 'zod';
 import { fuzzRandom, mutate, type Json } from '../support/fuzz';
 import { registerVm, startTestHub, type TestHub } from '../support/hub-harness';
@@ -29,6 +20,16 @@ import {
   type LedgerWorld,
 } from '../support/ledger-harness';
 import { uniqueName } from '../support/env';
+
+const {
+  CancelJobBody,
+  CompleteBackupBody,
+  CreatePolicyBody,
+  CreateRepositoryBody,
+  CreateVmBody,
+  ReplicationChangeIdBody,
+  StartJobBody,
+} = api;
 
 jest.setTimeout(300_000);
 

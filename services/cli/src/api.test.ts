@@ -44,7 +44,8 @@ describe('hub API client', () => {
     const api = createHubApi({ url: 'http://hub', fetch });
     await api.listBackups({ vm_name: 'pg 01', status: 'failed', limit: 5 });
     await api.listBackups();
-    await api.getReplication('job/1');
+    // The fake's `{ backups: [] }` is no job: refused, after the URL was asked.
+    await expect(api.getReplication('job/1')).rejects.toBeInstanceOf(ApiError);
     expect(fetch.mock.calls.map(([url]) => url)).toEqual([
       'http://hub/api/v1/backups?vm_name=pg+01&status=failed&limit=5',
       'http://hub/api/v1/backups',
@@ -87,6 +88,47 @@ describe('hub API client', () => {
       message: 'the hub answered 502 Bad Gateway',
       details: [],
     });
+  });
+
+  it('still reads an error answer whose details are not the contract shape', async () => {
+    const fetch = fakeFetch(() => json(409, { error: 'already exists', details: 'none' }));
+    await expect(createHubApi({ url: 'http://hub', fetch }).listVms()).rejects.toMatchObject({
+      status: 409,
+      message: 'already exists',
+      details: [],
+    });
+  });
+
+  it("refuses an answer its route's schema does not allow, naming the field", async () => {
+    const vm = { vm_name: 'pg01', disks: [{ disk_key: 'disk-0', driver: 'qemu' }], created_at: 7 };
+    const fetch = fakeFetch(() => json(200, { vms: [vm] }));
+    const err = await createHubApi({ url: 'http://hub', fetch })
+      .listVms()
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err).toMatchObject({
+      status: 200,
+      message:
+        'the hub at http://hub answered GET /api/v1/vms with a body its contract does not allow',
+      details: [
+        { path: 'response.vms.0.disks.0.path', message: expect.stringMatching(/expected string/) },
+        { path: 'response.vms.0.created_at', message: expect.stringMatching(/expected string/) },
+      ],
+    });
+  });
+
+  it('hands on the answer as its schema reads it: fields it does not know are dropped', async () => {
+    const policy = {
+      id: 'p1',
+      name: 'nightly',
+      schedule: null,
+      retention_count: 7,
+      created_at: '2025-01-01T00:00:00.000Z',
+    };
+    const fetch = fakeFetch(() => json(201, { ...policy, added_later: true }));
+    await expect(
+      createHubApi({ url: 'http://hub', fetch }).createPolicy({ name: 'nightly' }),
+    ).resolves.toEqual(policy);
   });
 
   it('reports a hub that does not answer, naming the URL without credentials', async () => {

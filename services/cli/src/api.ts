@@ -1,137 +1,35 @@
-// A small typed client of the hub's REST API v1: one function per route, wire types as sent
-// (snake_case). Nothing here prints; errors are ApiError (the hub answered with an error) or
+// A small typed client of the hub's REST API v1: one function per route of the shared contract
+// (`api.routes` of @tidemark/shared), its types taken from the contract's schemas, each answer
+// checked against its route's schema before it is handed on. Nothing here prints; errors are
+// ApiError (the hub answered with an error, or with a body the contract does not allow) or
 // HubUnreachableError (it did not answer).
+import { api, JobStatus, toFieldIssues, type JobType } from '@tidemark/shared';
+import type { z } from 'zod';
 
-export const JobStatus = {
-  Queued: 'queued',
-  Running: 'running',
-  Completed: 'completed',
-  Failed: 'failed',
-  Cancelled: 'cancelled',
-} as const;
-export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus];
-export const jobStatuses = Object.values(JobStatus);
+const { routes } = api;
 
-/** `auto` lets the hub choose: incremental when the VM has a completed chain head, else full. */
-export const requestedBackupTypes = ['full', 'incremental', 'auto'] as const;
-export type RequestedBackupType = (typeof requestedBackupTypes)[number];
-export type BackupType = 'full' | 'incremental';
-export type JobType = 'backup' | 'replication';
+/** What a route takes as its body, and what it answers on success. */
+type Body<R extends api.Route> = R extends { body: z.ZodType } ? z.input<R['body']> : never;
+type Answer<R extends api.Route> = z.output<api.SuccessSchema<R>>;
 
-export interface VmDisk {
-  disk_key: string;
-  driver: 'qemu';
-  /** Where the driver reads the disk: a file path or a driver URI. */
-  path: string;
-}
-
-export interface Vm {
-  vm_name: string;
-  disks: VmDisk[];
-  created_at: string;
-}
-
-export interface Repository {
-  id: string;
-  name: string;
-  path: string;
-  created_at: string;
-}
-
-export interface Policy {
-  id: string;
-  name: string;
-  /** Cron expression; null when the policy is only used by hand. */
-  schedule: string | null;
-  /** Backups kept; null for no limit. */
-  retention_count: number | null;
-  created_at: string;
-}
-
-export interface NewPolicy {
-  name: string;
-  schedule?: string | null;
-  retention_count?: number | null;
-}
-
+export type VmDisk = Body<typeof routes.createVm>['disks'][number];
+export type Vm = Answer<typeof routes.createVm>;
+export type Repository = Answer<typeof routes.createRepository>;
+export type Policy = Answer<typeof routes.createPolicy>;
+export type NewPolicy = Body<typeof routes.createPolicy>;
 /** Body of `POST /api/v1/backups` and `POST /api/v1/replications`. */
-export interface StartJobRequest {
-  vm_name: string;
-  repository_id: string;
-  backup_type: RequestedBackupType;
-  policy_id?: string;
-}
-
-export interface PlannedDisk {
-  disk_key: string;
-  /** change_id the incremental starts from; null for a full copy. */
-  previous_change_id: string | null;
-  target_path: string;
-  backing_path: string | null;
-}
-
-interface AcceptedFields {
-  job_type: JobType;
-  status: JobStatus;
-  /** What the hub chose: `auto` is resolved here. */
-  backup_type: BackupType;
-  parent_backup_id: string | null;
-  disks: PlannedDisk[];
-}
-/** 202 answer of `POST /api/v1/backups`. */
-export type AcceptedBackup = AcceptedFields & { backup_id: string };
-/** 202 answer of `POST /api/v1/replications`. */
-export type AcceptedReplication = AcceptedFields & { job_id: string };
-
-export interface JobProgress {
-  phase: string;
-  sequence: number;
-  bytes_done: number;
-  bytes_total: number;
-  bytes_per_second: number;
-}
-
-export interface JobDisk {
-  disk_key: string;
-  /** The change_id this job recorded for the disk; null until the disk is done. */
-  change_id: string | null;
-  previous_change_id: string | null;
-  bytes_transferred: number | null;
-  bytes_total: number | null;
-  target_path: string | null;
-  backing_path: string | null;
-}
-
-interface JobFields {
-  job_type: JobType;
-  vm_name: string;
-  backup_type: BackupType;
-  repository_id: string;
-  policy_id: string | null;
-  parent_backup_id: string | null;
-  status: JobStatus;
-  change_id: string | null;
-  bytes_transferred: number | null;
-  error_code: string | null;
-  error_message: string | null;
-  retryable: boolean | null;
-  progress: JobProgress | null;
-  created_at: string;
-  started_at: string | null;
-  completed_at: string | null;
-  disks: JobDisk[];
-}
-/** `GET /api/v1/backups/{id}` (either job type; job_type says which). */
-export type BackupJob = JobFields & { backup_id: string };
-/** `GET /api/v1/replications/{id}`. */
-export type ReplicationJob = JobFields & { job_id: string };
+export type StartJobRequest = Body<typeof routes.startBackup>;
+export type AcceptedBackup = Answer<typeof routes.startBackup>;
+export type AcceptedReplication = Answer<typeof routes.startReplication>;
+export type BackupJob = Answer<typeof routes.getBackup>;
+export type ReplicationJob = Answer<typeof routes.getReplication>;
 export type Job = BackupJob | ReplicationJob;
-
-export interface BackupFilter {
-  vm_name?: string;
-  status?: JobStatus;
-  limit?: number;
-}
+export type JobDisk = Job['disks'][number];
+export type JobProgress = NonNullable<Job['progress']>;
+/** The query of `GET /api/v1/backups`, each part optional as the hub reads it. */
+export type BackupFilter = Partial<z.output<typeof api.ListBackupsQuery>>;
+/** The 202 answer to a cancel: the job shows `cancelled` once the ledger applied the event. */
+export type CancelAccepted = Answer<typeof routes.cancelBackup>;
 
 /** The id of a job or accepted job, whichever key its route uses. */
 export function jobIdOf(job: { backup_id: string } | { job_id: string }): string {
@@ -144,14 +42,13 @@ export function isFinished(status: JobStatus): boolean {
   );
 }
 
-/** One entry of an error answer's `details`. */
-export interface ApiErrorDetail {
-  /** Field path, e.g. `body.vm_name`. */
-  path: string;
-  message: string;
-}
+/** One entry of an error answer's `details`: the field path (e.g. `body.vm_name`) and why. */
+export type ApiErrorDetail = z.output<typeof api.ErrorBody>['details'][number];
 
-/** The hub answered with an error status; `message` is its `error` sentence. */
+/**
+ * The hub answered with an error status (`message` is its `error` sentence), or with a body its
+ * route's schema does not allow (`details` name the fields, under `response`).
+ */
 export class ApiError extends Error {
   override name = 'ApiError';
   constructor(
@@ -178,26 +75,20 @@ export class HubUnreachableError extends Error {
 }
 
 export interface HubApi {
-  createVm(vm: { vm_name: string; disks: VmDisk[] }): Promise<Vm>;
-  listVms(): Promise<{ vms: Vm[] }>;
-  createRepository(repo: { name: string; path: string }): Promise<Repository>;
-  listRepositories(): Promise<{ repositories: Repository[] }>;
+  createVm(vm: Body<typeof routes.createVm>): Promise<Vm>;
+  listVms(): Promise<Answer<typeof routes.listVms>>;
+  createRepository(repo: Body<typeof routes.createRepository>): Promise<Repository>;
+  listRepositories(): Promise<Answer<typeof routes.listRepositories>>;
   createPolicy(policy: NewPolicy): Promise<Policy>;
-  listPolicies(): Promise<{ policies: Policy[] }>;
+  listPolicies(): Promise<Answer<typeof routes.listPolicies>>;
   startBackup(request: StartJobRequest): Promise<AcceptedBackup>;
-  getBackup(backupId: string): Promise<Job>;
-  listBackups(filter?: BackupFilter): Promise<{ backups: BackupJob[] }>;
+  /** Either job type (job_type says which). */
+  getBackup(backupId: string): Promise<BackupJob>;
+  listBackups(filter?: BackupFilter): Promise<Answer<typeof routes.listBackups>>;
   startReplication(request: StartJobRequest): Promise<AcceptedReplication>;
   getReplication(jobId: string): Promise<ReplicationJob>;
   /** Asks for a queued or running job to stop (409 once it has ended). */
   cancelJob(jobType: JobType, jobId: string, reason?: string): Promise<CancelAccepted>;
-}
-
-/** The 202 answer to a cancel: the job shows `cancelled` once the ledger applied the event. */
-export interface CancelAccepted {
-  job_id: string;
-  job_type: JobType;
-  event_id: string;
 }
 
 export interface HubApiOptions {
@@ -217,7 +108,11 @@ export function createHubApi(options: HubApiOptions): HubApi {
   const timeoutMs = options.timeoutMs ?? 30_000;
   const doFetch = options.fetch ?? ((url, init) => fetch(url, init));
 
-  async function request<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  /** Calls `route` and returns its answer, checked against the route's success schema. */
+  async function call<R extends api.Route>(route: R, parts: CallParts<R> = {}): Promise<Answer<R>> {
+    const { method } = route;
+    const path = `${pathOf(route, parts.params)}${query(parts.query ?? {})}`;
+    const { body } = parts;
     const headers: Record<string, string> = { accept: 'application/json' };
     if (options.token) headers.authorization = `Bearer ${options.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
@@ -239,32 +134,52 @@ export function createHubApi(options: HubApiOptions): HubApi {
     if (parsed === undefined) {
       throw new ApiError(res.status, `the hub at ${shownUrl} answered ${path} with no JSON`);
     }
-    return parsed as T;
+    const schema: z.ZodType = Object.values(route.response)[0];
+    const answer = schema.safeParse(parsed);
+    // The route's own schema parsed it; TypeScript cannot follow that through Object.values.
+    if (answer.success) return answer.data as Answer<R>;
+    throw new ApiError(
+      res.status,
+      `the hub at ${shownUrl} answered ${method} ${path} with a body its contract does not allow`,
+      toFieldIssues(answer.error, 'response'),
+    );
   }
 
-  const id = (value: string) => encodeURIComponent(value);
   return {
-    createVm: (vm) => request('POST', '/api/v1/vms', vm),
-    listVms: () => request('GET', '/api/v1/vms'),
-    createRepository: (repo) => request('POST', '/api/v1/repositories', repo),
-    listRepositories: () => request('GET', '/api/v1/repositories'),
-    createPolicy: (policy) => request('POST', '/api/v1/policies', policy),
-    listPolicies: () => request('GET', '/api/v1/policies'),
-    startBackup: (req) => request('POST', '/api/v1/backups', req),
-    getBackup: (backupId) => request('GET', `/api/v1/backups/${id(backupId)}`),
-    listBackups: (filter = {}) => request('GET', `/api/v1/backups${query(filter)}`),
-    startReplication: (req) => request('POST', '/api/v1/replications', req),
-    getReplication: (jobId) => request('GET', `/api/v1/replications/${id(jobId)}`),
-    cancelJob: (jobType, jobId, reason) =>
-      request(
-        'POST',
-        `/api/v1/${jobType === 'backup' ? 'backups' : 'replications'}/${id(jobId)}/cancel`,
-        reason === undefined ? {} : { reason },
-      ),
+    createVm: (vm) => call(routes.createVm, { body: vm }),
+    listVms: () => call(routes.listVms),
+    createRepository: (repo) => call(routes.createRepository, { body: repo }),
+    listRepositories: () => call(routes.listRepositories),
+    createPolicy: (policy) => call(routes.createPolicy, { body: policy }),
+    listPolicies: () => call(routes.listPolicies),
+    startBackup: (req) => call(routes.startBackup, { body: req }),
+    getBackup: (backupId) => call(routes.getBackup, { params: { backup_id: backupId } }),
+    listBackups: (filter = {}) => call(routes.listBackups, { query: filter }),
+    startReplication: (req) => call(routes.startReplication, { body: req }),
+    getReplication: (jobId) => call(routes.getReplication, { params: { job_id: jobId } }),
+    cancelJob: (jobType, jobId, reason) => {
+      const body = reason === undefined ? {} : { reason };
+      return jobType === 'backup'
+        ? call(routes.cancelBackup, { params: { backup_id: jobId }, body })
+        : call(routes.cancelReplication, { params: { job_id: jobId }, body });
+    },
   };
 }
 
-function query(filter: BackupFilter): string {
+/** The parts of a call its route takes. */
+interface CallParts<R extends api.Route> {
+  params?: R extends { params: z.ZodType } ? z.input<R['params']> : never;
+  query?: R extends { querystring: z.ZodType } ? Partial<z.output<R['querystring']>> : never;
+  body?: Body<R>;
+}
+
+/** The route's path with each `:name` replaced by that parameter, escaped. */
+function pathOf(route: api.Route, params: unknown = {}): string {
+  const values = params as Record<string, string>;
+  return route.path.replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(values[name]));
+}
+
+function query(filter: object): string {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(filter)) {
     if (value !== undefined) params.set(key, String(value));
@@ -281,23 +196,19 @@ function parseJson(text: string): unknown {
   }
 }
 
-/** The contract's `{ error, details }`; anything else still yields a readable error. */
+// The contract's error body, but a body without usable `details` still yields its `error`: an
+// error from a proxy in front of the hub reads as well as it can.
+const ErrorAnswer = api.ErrorBody.extend({ details: api.ErrorBody.shape.details.catch([]) });
+
 function errorFromAnswer(res: Response, body: unknown): ApiError {
-  const record = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
-  const message =
-    typeof record.error === 'string' && record.error
-      ? record.error
-      : `the hub answered ${res.status} ${res.statusText}`.trim();
-  const details = Array.isArray(record.details)
-    ? record.details
-        .filter((d): d is Record<string, unknown> => typeof d === 'object' && d !== null)
-        .map((d) => ({ path: String(d.path ?? ''), message: String(d.message ?? '') }))
-    : [];
+  const answer = ErrorAnswer.safeParse(body);
+  const said = answer.success ? answer.data : { error: '', details: [] };
+  const message = said.error || `the hub answered ${res.status} ${res.statusText}`.trim();
   const retryAfter = Number(res.headers.get('retry-after'));
   return new ApiError(
     res.status,
     message,
-    details,
+    said.details,
     Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : null,
   );
 }

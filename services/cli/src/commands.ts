@@ -1,10 +1,10 @@
 // One function per command: call the API, then print its JSON (--json) or a view of it.
+import type { JobType } from '@tidemark/shared';
 import {
   jobIdOf,
   type BackupFilter,
   type HubApi,
   type Job,
-  type JobType,
   type NewPolicy,
   type StartJobRequest,
   type VmDisk,

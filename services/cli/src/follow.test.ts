@@ -1,5 +1,6 @@
 import { PassThrough } from 'node:stream';
-import { ApiError, HubUnreachableError, type Job, type JobProgress, type JobStatus } from './api';
+import type { JobStatus } from '@tidemark/shared';
+import { ApiError, HubUnreachableError, type Job, type JobProgress } from './api';
 import { followJob, type ProgressStream } from './follow';
 
 function job(status: JobStatus, progress: Partial<JobProgress> | null = null): Job {

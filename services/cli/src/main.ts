@@ -2,17 +2,8 @@
 // `tidemark`: the command line client of the hub's REST API. This file only wires commander to
 // the commands and turns errors into messages and exit codes.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import {
-  ApiError,
-  createHubApi,
-  HubUnreachableError,
-  jobStatuses,
-  requestedBackupTypes,
-  type JobStatus,
-  type JobType,
-  type RequestedBackupType,
-  type VmDisk,
-} from './api';
+import { api, jobStatuses, type JobStatus, type JobType } from '@tidemark/shared';
+import { ApiError, createHubApi, HubUnreachableError, type VmDisk } from './api';
 import * as commands from './commands';
 import { DEFAULT_HUB_URL, resolveConfig } from './config';
 import { ExitCode, JobEndedError, UsageError } from './errors';
@@ -48,7 +39,7 @@ function positiveInteger(value: string): number {
 
 interface StartOptions {
   repo: string;
-  type: RequestedBackupType;
+  type: api.RequestedBackupType;
   policy?: string;
   follow?: boolean;
 }
@@ -74,7 +65,7 @@ function addStartCommand(parent: Command, jobType: JobType): void {
     .requiredOption('--repo <repository_id>', 'repository to write into')
     .addOption(
       new Option('--type <type>', 'full, incremental, or auto (incremental when a chain exists)')
-        .choices(requestedBackupTypes)
+        .choices(api.requestedBackupTypes)
         .default('auto'),
     )
     .option('--policy <policy_id>', 'policy the job runs under')

@@ -3,7 +3,8 @@ import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { busTopology, natsConnectOptions, redactUrl, type Logger } from '@tidemark/shared';
 import type { HubConfig } from './config';
-import { buildApp, type HubApp } from './http/app';
+import { buildApp } from './http/app';
+import type { HubApp } from './http/hub-app';
 import { createBus } from './nats/bus';
 
 export interface Hub {

@@ -1,15 +1,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { Logger } from '@tidemark/shared';
-import Fastify, {
-  LogController,
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
-  type RawReplyDefaultExpression,
-  type RawRequestDefaultExpression,
-  type RawServerDefault,
-} from 'fastify';
+import Fastify, { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
   jsonSchemaTransform,
   jsonSchemaTransformObject,
@@ -20,18 +12,11 @@ import {
 import type { Bus } from '../nats/bus';
 import { requireToken } from './auth';
 import { BODY_LIMIT_BYTES, errorHandler, notFoundHandler } from './errors';
+import type { HubApp } from './hub-app';
 import { compatibilityRoutes } from './routes/compatibility';
 import { jobRoutes } from './routes/jobs';
 import { metaRoutes } from './routes/meta';
 import { registryRoutes } from './routes/registry';
-
-export type HubApp = FastifyInstance<
-  RawServerDefault,
-  RawRequestDefaultExpression,
-  RawReplyDefaultExpression,
-  Logger,
-  ZodTypeProvider
->;
 
 export interface AppDeps {
   bus: Bus;

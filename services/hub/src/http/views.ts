@@ -1,8 +1,7 @@
 // Domain views (camelCase, as the ledger reports them) rendered in the wire format.
-import type { JobView, PolicyView, RepositoryView, VmView } from '@tidemark/shared';
+import type { JobView, PolicyView, RepositoryView, VmView, api as wire } from '@tidemark/shared';
 import type { z } from 'zod';
 import type { PublishedJobEvent, StartedJob } from '../jobs/start-job';
-import type * as wire from './schemas';
 
 type Wire<S extends z.ZodType> = z.output<S>;
 type JobFields = Omit<Wire<typeof wire.BackupJob>, 'backup_id'>;

@@ -1,4 +1,5 @@
 import {
+  api,
   BackupType,
   ConflictError,
   JobType,
@@ -9,13 +10,9 @@ import {
   type VmView,
 } from '@tidemark/shared';
 
-/** What a caller may ask for: `auto` is incremental when the VM has a usable chain head, else full. */
-export const RequestedBackupType = { ...BackupType, Auto: 'auto' } as const;
-export type RequestedBackupType = (typeof RequestedBackupType)[keyof typeof RequestedBackupType];
-export const requestedBackupTypes = Object.values(RequestedBackupType) as [
-  RequestedBackupType,
-  ...RequestedBackupType[],
-];
+/** What a caller may ask for (the REST contract's `backup_type`): full, incremental or auto. */
+export const RequestedBackupType = api.RequestedBackupType;
+export type RequestedBackupType = api.RequestedBackupType;
 
 export interface PlanRequest {
   jobId: string;

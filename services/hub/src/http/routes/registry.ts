@@ -1,30 +1,16 @@
-import { z } from 'zod';
+import { api } from '@tidemark/shared';
 import type { JobDeps } from '../../jobs/start-job';
-import type { HubApp } from '../app';
-import {
-  CreatePolicyBody,
-  CreateRepositoryBody,
-  CreateVmBody,
-  Policy,
-  Repository,
-  Vm,
-  errors,
-} from '../schemas';
+import { contractRoute } from '../contract-route';
+import type { HubApp } from '../hub-app';
 import { policyWire, repositoryWire, vmWire } from '../views';
+
+const { routes } = api;
 
 /** VMs, repositories and policies: stored by the ledger, passed through. */
 export function registryRoutes(app: HubApp, { bus }: JobDeps): void {
-  app.post(
-    '/api/v1/vms',
-    {
-      schema: {
-        tags: ['vms'],
-        summary: 'Register a VM and its disks',
-        body: CreateVmBody,
-        response: { 201: Vm, ...errors(400, 401, 409, 503) },
-      },
-    },
-    async (request, reply) => {
+  app.route({
+    ...contractRoute(routes.createVm, { tags: ['vms'], summary: 'Register a VM and its disks' }),
+    handler: async (request, reply) => {
       const { vm_name, disks } = request.body;
       const vm = await bus.ask('vms.create', {
         vmName: vm_name,
@@ -32,59 +18,40 @@ export function registryRoutes(app: HubApp, { bus }: JobDeps): void {
       });
       return reply.code(201).send(vmWire(vm));
     },
-  );
+  });
 
-  app.get(
-    '/api/v1/vms',
-    {
-      schema: {
-        tags: ['vms'],
-        summary: 'List registered VMs',
-        response: { 200: z.object({ vms: z.array(Vm) }), ...errors(401, 503) },
-      },
-    },
-    async () => ({ vms: (await bus.ask('vms.list', {})).map(vmWire) }),
-  );
+  app.route({
+    ...contractRoute(routes.listVms, { tags: ['vms'], summary: 'List registered VMs' }),
+    handler: async () => ({ vms: (await bus.ask('vms.list', {})).map(vmWire) }),
+  });
 
-  app.post(
-    '/api/v1/repositories',
-    {
-      schema: {
-        tags: ['repositories'],
-        summary: 'Create a backup repository',
-        body: CreateRepositoryBody,
-        response: { 201: Repository, ...errors(400, 401, 409, 503) },
-      },
-    },
-    async (request, reply) => {
+  app.route({
+    ...contractRoute(routes.createRepository, {
+      tags: ['repositories'],
+      summary: 'Create a backup repository',
+    }),
+    handler: async (request, reply) => {
       const repo = await bus.ask('repositories.create', request.body);
       return reply.code(201).send(repositoryWire(repo));
     },
-  );
+  });
 
-  app.get(
-    '/api/v1/repositories',
-    {
-      schema: {
-        tags: ['repositories'],
-        summary: 'List repositories',
-        response: { 200: z.object({ repositories: z.array(Repository) }), ...errors(401, 503) },
-      },
-    },
-    async () => ({ repositories: (await bus.ask('repositories.list', {})).map(repositoryWire) }),
-  );
+  app.route({
+    ...contractRoute(routes.listRepositories, {
+      tags: ['repositories'],
+      summary: 'List repositories',
+    }),
+    handler: async () => ({
+      repositories: (await bus.ask('repositories.list', {})).map(repositoryWire),
+    }),
+  });
 
-  app.post(
-    '/api/v1/policies',
-    {
-      schema: {
-        tags: ['policies'],
-        summary: 'Create a backup policy',
-        body: CreatePolicyBody,
-        response: { 201: Policy, ...errors(400, 401, 409, 503) },
-      },
-    },
-    async (request, reply) => {
+  app.route({
+    ...contractRoute(routes.createPolicy, {
+      tags: ['policies'],
+      summary: 'Create a backup policy',
+    }),
+    handler: async (request, reply) => {
       const { name, schedule, retention_count } = request.body;
       const policy = await bus.ask('policies.create', {
         name,
@@ -93,17 +60,10 @@ export function registryRoutes(app: HubApp, { bus }: JobDeps): void {
       });
       return reply.code(201).send(policyWire(policy));
     },
-  );
+  });
 
-  app.get(
-    '/api/v1/policies',
-    {
-      schema: {
-        tags: ['policies'],
-        summary: 'List policies',
-        response: { 200: z.object({ policies: z.array(Policy) }), ...errors(401, 503) },
-      },
-    },
-    async () => ({ policies: (await bus.ask('policies.list', {})).map(policyWire) }),
-  );
+  app.route({
+    ...contractRoute(routes.listPolicies, { tags: ['policies'], summary: 'List policies' }),
+    handler: async () => ({ policies: (await bus.ask('policies.list', {})).map(policyWire) }),
+  });
 }

@@ -1,5 +1,7 @@
-// The REST API's wire format (v1): snake_case, every request strict (unknown fields refused).
-// Response schemas describe the answers in the OpenAPI document and check them on the way out.
+// The hub's REST API wire format (v1): snake_case, every request strict (unknown fields refused).
+// The hub validates requests and checks its answers with these schemas and documents them in its
+// OpenAPI document; the CLI types its calls with them and checks every answer it reads.
+import { z } from 'zod';
 import {
   ByteCount,
   ChangeId,
@@ -9,12 +11,17 @@ import {
   JobId,
   RecordId,
   VmName,
-  backupTypes,
-  jobStatuses,
-  jobTypes,
-} from '@tidemark/shared';
-import { z } from 'zod';
-import { requestedBackupTypes } from '../planning/plan';
+} from '../events/ids';
+import { BackupType, backupTypes, jobTypes } from '../events/schemas';
+import { jobStatuses } from '../queries';
+
+/** What a caller may ask for: `auto` is incremental when the VM has a usable chain head, else full. */
+export const RequestedBackupType = { ...BackupType, Auto: 'auto' } as const;
+export type RequestedBackupType = (typeof RequestedBackupType)[keyof typeof RequestedBackupType];
+export const requestedBackupTypes = Object.values(RequestedBackupType) as [
+  RequestedBackupType,
+  ...RequestedBackupType[],
+];
 
 export const ErrorBody = z
   .object({
@@ -29,13 +36,7 @@ export const ErrorBody = z
   })
   .meta({ id: 'Error' });
 
-/** Error answers a route may give, for the OpenAPI document. */
-export function errors(...statuses: (400 | 401 | 404 | 409 | 503)[]) {
-  return Object.fromEntries(statuses.map((s) => [s, ErrorBody])) as Record<
-    (typeof statuses)[number],
-    typeof ErrorBody
-  >;
-}
+export const Health = z.object({ status: z.literal('ok') });
 
 // --- registry -------------------------------------------------------------------------------
 
@@ -66,6 +67,7 @@ export const Vm = z
     created_at: z.string(),
   })
   .meta({ id: 'Vm' });
+export const VmList = z.object({ vms: z.array(Vm) });
 
 export const CreateRepositoryBody = z.strictObject({
   name: z.string().min(1).max(128),
@@ -75,6 +77,7 @@ export const CreateRepositoryBody = z.strictObject({
 export const Repository = z
   .object({ id: z.string(), name: z.string(), path: z.string(), created_at: z.string() })
   .meta({ id: 'Repository' });
+export const RepositoryList = z.object({ repositories: z.array(Repository) });
 
 export const CreatePolicyBody = z.strictObject({
   name: z.string().min(1).max(128),
@@ -98,6 +101,7 @@ export const Policy = z
     created_at: z.string(),
   })
   .meta({ id: 'Policy' });
+export const PolicyList = z.object({ policies: z.array(Policy) });
 
 // --- jobs -----------------------------------------------------------------------------------
 
@@ -186,6 +190,7 @@ export const BackupJob = z
 export const ReplicationJob = z
   .object({ job_id: z.string(), ...jobFields })
   .meta({ id: 'ReplicationJob' });
+export const BackupList = z.object({ backups: z.array(BackupJob) });
 
 export const BackupParams = z.strictObject({ backup_id: JobId });
 export const ReplicationParams = z.strictObject({ job_id: JobId });
