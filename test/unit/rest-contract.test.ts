@@ -58,6 +58,7 @@ function job(jobId: string, jobType: JobType): JobView {
         previousChangeId: null,
         bytesTransferred: null,
         bytesTotal: 4096,
+        fullReason: null,
         targetPath: `/srv/tidemark/pg01/${jobId}/disk-0.qcow2`,
         backingPath: null,
       },

@@ -12,6 +12,7 @@ function disk(diskKey: string, changeId: string | null, bytes: number | null = n
     bytes_total: 4 * GiB,
     target_path: `/srv/repo/pg01/${diskKey}.qcow2`,
     backing_path: null,
+    full_reason: null,
   };
 }
 
@@ -53,6 +54,7 @@ describe('views', () => {
           previous_change_id: '52 aa/16',
           target_path: '/srv/repo/pg01/disk-0.qcow2',
           backing_path: '/srv/repo/pg01/prev.qcow2',
+          full_reason: null,
         },
       ],
     };
@@ -76,6 +78,23 @@ describe('views', () => {
       'disk-0  52 aa/17   1.0 GiB',
       'disk-1  52 bb/3    2.0 GiB',
     ]);
+  });
+
+  it('says which disk of an incremental was copied in full, and why', () => {
+    const completed = job({
+      status: 'completed',
+      backup_type: 'incremental',
+      bytes_transferred: 3 * GiB,
+      completed_at: '2025-01-01T00:03:03.000Z',
+      disks: [
+        disk('disk-0', '52 aa/18', GiB),
+        { ...disk('disk-1', '52 bb/4', 2 * GiB), full_reason: 'the bitmap is not on the source' },
+      ],
+    });
+    expect(outcomeView(completed).split('\n').slice(-1)).toEqual([
+      'disk-1 copied in full: the bitmap is not on the source',
+    ]);
+    expect(jobView(completed)).toContain('disk-1 copied in full: the bitmap is not on the source');
   });
 
   it('gives the error of a failed job, and the change_ids of the disks that did finish', () => {

@@ -72,6 +72,7 @@ export function acceptedView(
       ['DISK', 'PREVIOUS_CHANGE_ID', 'TARGET'],
       accepted.disks.map((d) => [d.disk_key, d.previous_change_id, d.target_path]),
     ),
+    ...fullCopyNotes(accepted.disks),
   ].join('\n');
 }
 
@@ -95,9 +96,19 @@ export function progressLine(job: Job): string {
 }
 
 export function changeIdTable(disks: JobDisk[]): string {
-  return formatTable(
-    ['DISK', 'CHANGE_ID', 'TRANSFERRED'],
-    disks.map((d) => [d.disk_key, d.change_id, bytesOrDash(d.bytes_transferred)]),
+  return [
+    formatTable(
+      ['DISK', 'CHANGE_ID', 'TRANSFERRED'],
+      disks.map((d) => [d.disk_key, d.change_id, bytesOrDash(d.bytes_transferred)]),
+    ),
+    ...fullCopyNotes(disks),
+  ].join('\n');
+}
+
+/** One line per disk of an incremental that was (to be) copied in full, saying why. */
+function fullCopyNotes(disks: Array<{ disk_key: string; full_reason: string | null }>): string[] {
+  return disks.flatMap((d) =>
+    d.full_reason === null ? [] : [`${d.disk_key} copied in full: ${d.full_reason}`],
   );
 }
 
@@ -158,6 +169,7 @@ export function jobView(job: Job): string {
         d.target_path,
       ]),
     ),
+    ...fullCopyNotes(job.disks),
   ].join('\n');
 }
 
