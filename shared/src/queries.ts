@@ -160,6 +160,18 @@ export const querySchemas = {
         'each disk_key may appear once',
       ),
   }),
+  /** Replaces a registered VM's disk list (its jobs keep the disks they were planned with). */
+  'vms.update': z.object({
+    vmName: VmName,
+    disks: z
+      .array(z.object({ diskKey: DiskKey, driver: z.enum(['qemu']), path: DiskSource }))
+      .min(1)
+      .max(256)
+      .refine(
+        (disks) => new Set(disks.map((d) => d.diskKey)).size === disks.length,
+        'each diskKey may appear once',
+      ),
+  }),
   'vms.get': z.object({ vmName: VmName }),
   'vms.list': z.object({}),
 } as const;
@@ -177,6 +189,7 @@ export interface QueryResults {
   'policies.create': PolicyView;
   'policies.list': PolicyView[];
   'vms.create': VmView;
+  'vms.update': VmView;
   'vms.get': VmView;
   'vms.list': VmView[];
 }

@@ -299,4 +299,39 @@ describe('a disk whose change tracking is gone', () => {
     expect(next.disks.map((d) => d.full_reason)).toEqual([null, null]);
     await expectPoint(next, snapshotOf(images, 'lost2'));
   });
+
+  it('copies a disk added to the VM in full in the next auto job, the others incrementally', async () => {
+    const vmName = uniqueName('grow');
+    const images = twoDiskImages(vmName);
+    await register(vmName, { 'disk-0': images['disk-0'] });
+    await run('backup', vmName, 'full');
+    await run('replication', vmName, 'full');
+    const updated = await system.api<{ disks: Array<{ disk_key: string }> }>(
+      'PUT',
+      `/api/v1/vms/${vmName}`,
+      {
+        disks: Object.entries(images).map(([disk_key, path]) => ({
+          disk_key,
+          driver: 'qemu',
+          path,
+        })),
+      },
+    );
+    expect(updated.status).toBe(200);
+    expect(updated.body.disks.map((d) => d.disk_key)).toEqual(['disk-0', 'disk-1']);
+    writeDisk(images['disk-0'], [{ offset: 8 * MiB, length: CLUSTER, pattern: 0x71 }]);
+    const expected = snapshotOf(images, 'grow');
+    for (const kind of ['backup', 'replication'] as const) {
+      const job = await run(kind, vmName, 'auto');
+      expect(job.backup_type).toBe('incremental');
+      expect(bytesOf(job)).toEqual({ 'disk-0': CLUSTER, 'disk-1': 3 * MiB });
+      expect(job.disks.map((d) => d.full_reason === null)).toEqual([true, false]);
+      expect(job.disks[1]?.full_reason).toMatch(/recorded no change_id for disk disk-1/);
+      await expectPoint(job, expected);
+    }
+    const unknown = await system.api('PUT', `/api/v1/vms/${uniqueName('nobody')}`, {
+      disks: [{ disk_key: 'disk-0', driver: 'qemu', path: images['disk-0'] }],
+    });
+    expect(unknown.status).toBe(404);
+  });
 });

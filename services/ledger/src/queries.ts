@@ -233,6 +233,29 @@ export function createQueries(ds: DataSource): LedgerQueries {
       return { vmName, disks, createdAt: createdAt.toISOString() };
     },
 
+    async 'vms.update'({ vmName, disks }) {
+      const found = await ds.transaction(async (m) => {
+        // Locks the VM's row: two updates of one VM apply one after the other.
+        const [vm] = (await m.query(
+          'SELECT vm_name FROM vm_contexts WHERE vm_name = ? FOR UPDATE',
+          [vmName],
+        )) as unknown[];
+        if (!vm) return false;
+        await m.delete(VmDiskEntity, { vmName });
+        await m.insert(
+          VmDiskEntity,
+          disks.map((d, position) => ({ vmName, position, ...d })),
+        );
+        return true;
+      });
+      if (!found)
+        throw new NotFoundError(`VM ${vmName} is not registered`, [
+          { path: 'vmName', message: 'not found' },
+        ]);
+      const vm = await vms.findOne({ where: { vmName }, relations: { disks: true } });
+      return vmView(vm as VmEntity);
+    },
+
     async 'vms.get'({ vmName }) {
       const vm = await vms.findOne({ where: { vmName }, relations: { disks: true } });
       if (!vm)

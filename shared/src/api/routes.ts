@@ -8,7 +8,7 @@ import * as wire from './schemas';
 export type ErrorStatus = 400 | 401 | 404 | 409 | 503;
 
 export interface Route {
-  method: 'GET' | 'POST';
+  method: 'GET' | 'POST' | 'PUT';
   /** fastify's form: `:name` stands for the path parameter `name`. */
   path: string;
   params?: z.ZodType;
@@ -34,6 +34,14 @@ export const routes = {
     path: '/api/v1/vms',
     response: { 200: wire.VmList },
     errors: [401, 503],
+  },
+  updateVm: {
+    method: 'PUT',
+    path: '/api/v1/vms/:vm_name',
+    params: wire.VmParams,
+    body: wire.UpdateVmBody,
+    response: { 200: wire.Vm },
+    errors: [400, 401, 404, 503],
   },
   createRepository: {
     method: 'POST',

@@ -48,17 +48,23 @@ const VmDiskFields = {
   ),
 };
 
-export const CreateVmBody = z.strictObject({
-  vm_name: VmName,
-  disks: z
-    .array(z.strictObject(VmDiskFields))
-    .min(1, 'a VM needs at least one disk')
-    .max(256)
-    .refine(
-      (disks) => new Set(disks.map((d) => d.disk_key)).size === disks.length,
-      'each disk_key may appear once',
-    ),
-});
+const VmDisks = z
+  .array(z.strictObject(VmDiskFields))
+  .min(1, 'a VM needs at least one disk')
+  .max(256)
+  .refine(
+    (disks) => new Set(disks.map((d) => d.disk_key)).size === disks.length,
+    'each disk_key may appear once',
+  );
+
+export const CreateVmBody = z.strictObject({ vm_name: VmName, disks: VmDisks });
+
+export const VmParams = z.strictObject({ vm_name: VmName });
+/**
+ * A VM's new disk list, in full. A disk added is copied in full by the VM's next `auto` job of
+ * each chain while the others stay incremental; a disk removed is no longer copied.
+ */
+export const UpdateVmBody = z.strictObject({ disks: VmDisks });
 
 export const Vm = z
   .object({

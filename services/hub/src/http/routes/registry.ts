@@ -21,6 +21,26 @@ export function registryRoutes(app: HubApp, { bus }: JobDeps): void {
   });
 
   app.route({
+    ...contractRoute(routes.updateVm, {
+      tags: ['vms'],
+      summary: "Replace a VM's disk list",
+      description:
+        "A disk added is copied in full by the VM's next auto job of each chain while the others stay incremental (its full_reason says so); a disk removed is no longer copied.",
+    }),
+    handler: async (request) => {
+      const vm = await bus.ask('vms.update', {
+        vmName: request.params.vm_name,
+        disks: request.body.disks.map((d) => ({
+          diskKey: d.disk_key,
+          driver: d.driver,
+          path: d.path,
+        })),
+      });
+      return vmWire(vm);
+    },
+  });
+
+  app.route({
     ...contractRoute(routes.listVms, { tags: ['vms'], summary: 'List registered VMs' }),
     handler: async () => ({ vms: (await bus.ask('vms.list', {})).map(vmWire) }),
   });
