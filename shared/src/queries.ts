@@ -73,6 +73,13 @@ export interface DiskView {
    * is new to the VM); null when it continued its chain, or the whole job is full.
    */
   fullReason: string | null;
+  /** The CBT canary of a disk that continued its chain; null when it did not run. */
+  canary: { sampledBytes: number; mismatchedBytes: number } | null;
+  /**
+   * `untrusted` when the canary found blocks the tracking called unchanged that had changed:
+   * the disk's next job copies it in full. Null when no canary ran.
+   */
+  changeTracking: 'trusted' | 'untrusted' | null;
 }
 
 export interface RepositoryView {

@@ -19,6 +19,8 @@ import {
   writeDisk,
   type StorageDaemon,
 } from '../support/disks';
+import { connect } from '@nats-io/transport-node';
+import { busTopology } from '@tidemark/shared';
 import { testServers, uniqueName, waitFor, withDatabase } from '../support/env';
 import { Guest } from '../support/guest';
 import { startSystem, type ApiJob, type RunningSystem } from '../support/system';
@@ -29,6 +31,7 @@ const tmp = tempDir('tidemark-chains-');
 const daemons: StorageDaemon[] = [];
 let system: RunningSystem;
 let repositoryId: string;
+let busPrefix: string;
 
 type Job = ApiJob & {
   id: string;
@@ -38,10 +41,11 @@ type Kind = 'backup' | 'replication';
 
 beforeAll(async () => {
   const { natsUrl, mysqlUrl } = testServers();
+  busPrefix = uniqueName('chains-');
   system = await startSystem({
     natsUrl,
     mysqlUrl: withDatabase(mysqlUrl, uniqueName('tidemark_chains_')),
-    busPrefix: uniqueName('chains-'),
+    busPrefix,
     dir: join(tmp.dir, 'services'),
     // Slow enough that a copy can be cancelled while it runs (per disk, MB = 10^6 bytes).
     serviceEnv: { 'appliance-runner': { TIDEMARK_COPY_MAX_MBPS: '25' } },
@@ -333,5 +337,50 @@ describe('a disk whose change tracking is gone', () => {
       disks: [{ disk_key: 'disk-0', driver: 'qemu', path: images['disk-0'] }],
     });
     expect(unknown.status).toBe(404);
+  });
+
+  it('marks a disk whose tracking missed writes untrusted (the CBT canary), alerts, and copies it in full next', async () => {
+    const vmName = uniqueName('canary');
+    const images = twoDiskImages(vmName);
+    await register(vmName, images);
+    const full = await run('backup', vmName, 'full');
+    // Half of disk-1 is written behind its tracking's back.
+    const bitmap = trackingBitmap(
+      full.disks.find((d) => d.disk_key === 'disk-1')?.change_id as string,
+      'backup',
+      repositoryId,
+    );
+    execFileSync('qemu-img', ['bitmap', '--disable', images['disk-1'], bitmap]);
+    writeDisk(images['disk-1'], [{ offset: 0, length: 16 * MiB, pattern: 0x7e }]);
+    execFileSync('qemu-img', ['bitmap', '--enable', images['disk-1'], bitmap]);
+
+    const nc = await connect({ servers: testServers().natsUrl });
+    const alerts = nc.subscribe(busTopology(busPrefix).subjectFor('backup.alert'));
+    try {
+      const inc = await run('backup', vmName, 'auto');
+      expect(inc.backup_type).toBe('incremental');
+      const [d0, d1] = inc.disks;
+      expect(d0).toMatchObject({ change_tracking: 'trusted', canary: { mismatched_bytes: 0 } });
+      expect(d0?.canary?.sampled_bytes).toBe(64 * 64 * 1024);
+      expect(d1?.change_tracking).toBe('untrusted');
+      expect(d1?.canary?.mismatched_bytes).toBeGreaterThan(0);
+      // The job still completed: the blocks it copied are real.
+      for await (const m of alerts) {
+        const alert = m.json<{ jobId: string; data: { kind: string; diskKey: string } }>();
+        expect(alert).toMatchObject({
+          jobId: inc.id,
+          data: { kind: 'CHANGE_TRACKING_UNTRUSTED', diskKey: 'disk-1' },
+        });
+        break;
+      }
+    } finally {
+      alerts.unsubscribe();
+      await nc.close();
+    }
+    const next = await run('backup', vmName, 'auto');
+    expect(next.disks[0]).toMatchObject({ full_reason: null, bytes_transferred: 0 });
+    expect(next.disks[1]?.full_reason).toMatch(/CBT canary .* not trusted/);
+    expect(next.disks[1]?.backing_path).toBeNull();
+    await expectPoint(next, snapshotOf(images, 'canary'));
   });
 });

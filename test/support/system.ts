@@ -229,6 +229,8 @@ export interface ApiJob {
     target_path: string | null;
     backing_path: string | null;
     full_reason: string | null;
+    canary: { sampled_bytes: number; mismatched_bytes: number } | null;
+    change_tracking: 'trusted' | 'untrusted' | null;
   }>;
 }
 

@@ -59,6 +59,8 @@ function job(jobId: string, jobType: JobType): JobView {
         bytesTransferred: null,
         bytesTotal: 4096,
         fullReason: null,
+        canary: null,
+        changeTracking: null,
         targetPath: `/srv/tidemark/pg01/${jobId}/disk-0.qcow2`,
         backingPath: null,
       },

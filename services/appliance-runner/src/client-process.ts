@@ -14,6 +14,13 @@ const DiskResult = z.object({
   targetPath: z.string(),
   bytesTotal: z.number().int().min(0),
   fullReason: z.string().min(1).max(1024).nullable().default(null),
+  canary: z
+    .object({
+      sampledBytes: z.number().int().min(0),
+      mismatchedBytes: z.number().int().min(0),
+    })
+    .nullable()
+    .default(null),
 });
 const ClientLine = z.union([
   z.object({
@@ -109,6 +116,9 @@ export async function startClient(opts: {
     'TIDEMARK_COPY_CHUNK_KIB',
     'TIDEMARK_COPY_IN_FLIGHT',
     'TIDEMARK_COPY_MAX_MBPS',
+    'TIDEMARK_CANARY_BLOCKS',
+    'TIDEMARK_CANARY_BLOCK_KIB',
+    'TIDEMARK_CANARY_SEED',
   ] as const)
     if (process.env[key]) env[key] = process.env[key];
   const child = spawn(process.execPath, [opts.clientMain, 'backup', '--job', jobFile], {

@@ -10,6 +10,11 @@ const Manifest = z.object({
   size: z.number().int().min(0),
   /** Absent in manifests of before per-disk full copies. */
   fullReason: z.string().nullable().default(null),
+  /** Absent in manifests of before the CBT canary. */
+  canary: z
+    .object({ sampledBytes: z.number().int().min(0), mismatchedBytes: z.number().int().min(0) })
+    .nullable()
+    .default(null),
   written: z.array(z.tuple([z.number().int(), z.number().int(), z.string().nullable()])),
 });
 
@@ -45,6 +50,7 @@ export async function finishedCopy(
       targetPath: d.targetPath,
       bytesTotal: manifest.size,
       fullReason: manifest.fullReason,
+      canary: manifest.canary,
     });
   }
   return disks;

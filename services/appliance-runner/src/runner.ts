@@ -255,6 +255,32 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     }
   };
 
+  /** A `backup.alert` per disk whose CBT canary found writes its change tracking missed. */
+  const alertUntrusted = async (
+    completion: TidemarkEvent<'backup.completed'>,
+    jobLog: Logger,
+  ): Promise<void> => {
+    for (const disk of completion.data.disks) {
+      if (!disk.canary || disk.canary.mismatchedBytes === 0) continue;
+      const alert = makeEvent('backup.alert', {
+        id: `${completion.jobId}.alert.${disk.diskKey}`,
+        jobId: completion.jobId,
+        jobType: completion.jobType,
+        data: {
+          kind: 'CHANGE_TRACKING_UNTRUSTED',
+          vmName: completion.data.vmName,
+          diskKey: disk.diskKey,
+          changeId: disk.changeId,
+          sampledBytes: disk.canary.sampledBytes,
+          mismatchedBytes: disk.canary.mismatchedBytes,
+          message: `disk ${disk.diskKey}: ${disk.canary.mismatchedBytes} of ${disk.canary.sampledBytes} sampled bytes the change tracking called unchanged differ from the chain; its next job copies it in full`,
+        },
+      });
+      jobLog.error({ diskKey: disk.diskKey, ...disk.canary }, 'change tracking untrusted');
+      await publish(alert, jobLog);
+    }
+  };
+
   const runJob = async (m: JsMsg): Promise<void> => {
     counts.received++;
     const parsed = parseEvent(m.data);
@@ -492,6 +518,7 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         else client.keepTracking();
         await client.exited;
         if (refusal === null) {
+          await alertUntrusted(completion, jobLog);
           counts.completed++;
           jobLog.info(
             { changeIds: outcome.disks.map((d) => `${d.diskKey}=${d.changeId}`) },

@@ -1,7 +1,8 @@
 import type { Logger } from '@tidemark/shared/log';
 import { StartDataV1, type JobType, type StartData } from '@tidemark/shared/events/schemas';
 import { z } from 'zod';
-import { copyPlan, planCopy } from './copy/copy-disk';
+import { DEFAULT_CANARY, runCanary, type CanaryOptions } from './copy/canary';
+import { copyPlan, planCopy, type CopyPlan } from './copy/copy-disk';
 import { ClientError, FullBackupRequiredError } from './errors';
 import { DIGEST_ALGORITHM } from './digest';
 import { toWritten, writeManifest } from './manifest';
@@ -28,6 +29,8 @@ export interface RunDeps {
   workDir: string;
   signal: AbortSignal;
   copy?: { chunkSize?: number; inFlight?: number; maxBytesPerSecond?: number };
+  /** The CBT canary of each incremental disk (see copy/canary); DEFAULT_CANARY when absent. */
+  canary?: CanaryOptions;
   /**
    * Called with the completed result before the old change tracking is removed; the client
    * commits only if it resolves true. The runner uses it to commit only after the result is
@@ -70,6 +73,11 @@ function targetFor(
       false,
     );
   return { kind: 'overlay', path: disk.targetPath, backingPath: disk.backingPath };
+}
+
+/** Every area the change tracking called changed (data and zeroes), in offset order. */
+function changedAreas(plan: CopyPlan): Array<{ offset: number; length: number }> {
+  return [...plan.data, ...plan.zero].sort((a, b) => a.offset - b.offset);
 }
 
 function toClientError(err: unknown, diskKey: string): ClientError {
@@ -176,6 +184,22 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     onProgress: (n) => deps.progress.setDone(disk.diskKey, n),
   });
   deps.signal.throwIfAborted();
+  // Only a disk that continued its chain has blocks its tracking calls unchanged to check.
+  const canary =
+    snapshot.baseChangeId !== null
+      ? await runCanary(
+          snapshot.size,
+          changedAreas(plan),
+          reader,
+          target.writer,
+          deps.canary ?? DEFAULT_CANARY,
+        )
+      : null;
+  if (canary && canary.mismatchedBytes > 0)
+    log.error(
+      { ...canary, baseChangeId: snapshot.baseChangeId },
+      'the change tracking missed writes: blocks it calls unchanged differ from the chain',
+    );
   const t1 = performance.now();
   await target.finish();
   log.info(
@@ -193,6 +217,7 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     size: snapshot.size,
     backingPath: spec.kind === 'overlay' ? spec.backingPath : null,
     fullReason,
+    canary,
     createdAt: new Date().toISOString(),
     digest: DIGEST_ALGORITHM,
     written: toWritten(written),
@@ -204,6 +229,7 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     targetPath: disk.targetPath,
     bytesTotal: snapshot.size,
     fullReason,
+    canary,
   };
   log.info({ bytesTransferred: plan.dataBytes, changeId: snapshot.changeId }, 'disk copied');
 }

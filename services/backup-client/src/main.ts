@@ -7,6 +7,7 @@ import { createLogger, forJob, type Logger } from '@tidemark/shared/log';
 import { JobId } from '@tidemark/shared/events/ids';
 import { ChangeId } from '@tidemark/shared/events/ids';
 import { z } from 'zod';
+import { DEFAULT_CANARY, type CanaryOptions } from './copy/canary';
 import { ClientError } from './errors';
 import { ClientJobSpec, runJob, type ClientJob } from './job';
 import { ProgressReporter, type ResultLine } from './progress';
@@ -111,6 +112,7 @@ async function backup(args: string[], log: Logger): Promise<number> {
   applyPreviousChangeIds(spec, process.env.TIDEMARK_PREVIOUS_CHANGE_ID);
   const job: ClientJob = { ...spec, jobId: jobId.data };
   const copy = copyTuning();
+  const canary = canaryTuning();
   const jobLog = forJob(log, job.jobId, { jobType: job.jobType });
 
   const workDir = mkdtempSync(
@@ -176,6 +178,7 @@ async function backup(args: string[], log: Logger): Promise<number> {
       workDir,
       signal: abort.signal,
       copy,
+      canary,
       confirmCommit: underRunner
         ? async (completed) => {
             out(completed);
@@ -253,6 +256,25 @@ function copyTuning(): { chunkSize?: number; inFlight?: number; maxBytesPerSecon
     out.inFlight = n;
   }
   return out;
+}
+
+/**
+ * The CBT canary of each incremental disk: TIDEMARK_CANARY_BLOCKS blocks (default 64; 0 turns
+ * it off) of TIDEMARK_CANARY_BLOCK_KIB (default 64), sampled with TIDEMARK_CANARY_SEED when set.
+ */
+function canaryTuning(): CanaryOptions {
+  const whole = (name: string, min: number, max: number, fallback: number): number => {
+    const raw = process.env[name];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new UsageError(`${name}: must be a whole number from ${min} to ${max}, not "${raw}"`);
+    return n;
+  };
+  const blocks = whole('TIDEMARK_CANARY_BLOCKS', 0, 65536, DEFAULT_CANARY.blocks);
+  const kib = whole('TIDEMARK_CANARY_BLOCK_KIB', 4, 4096, DEFAULT_CANARY.blockSize / 1024);
+  const seed = whole('TIDEMARK_CANARY_SEED', 0, 2 ** 32 - 1, -1);
+  return { blocks, blockSize: kib * 1024, ...(seed >= 0 ? { seed } : {}) };
 }
 
 async function restore(args: string[], log: Logger): Promise<number> {

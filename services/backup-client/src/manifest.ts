@@ -20,6 +20,11 @@ export const Manifest = z.object({
   backingPath: z.string().nullable(),
   /** Why this disk of an incremental was copied in full; null when it continued its chain. */
   fullReason: z.string().nullable().default(null),
+  /** The CBT canary's figures for a disk that continued its chain; null when not run. */
+  canary: z
+    .object({ sampledBytes: z.number().int().min(0), mismatchedBytes: z.number().int().min(0) })
+    .nullable()
+    .default(null),
   createdAt: z.string(),
   /** How `written` digests were made. */
   digest: z.literal('xxh128'),

@@ -21,6 +21,8 @@ export interface DiskResult {
   bytesTotal: number;
   /** Why this disk of an incremental was copied in full; null when it continued its chain. */
   fullReason: string | null;
+  /** The CBT canary of a disk that continued its chain; null for a full copy. */
+  canary: { sampledBytes: number; mismatchedBytes: number } | null;
 }
 
 export type ResultLine =

@@ -13,6 +13,8 @@ function disk(diskKey: string, changeId: string | null, bytes: number | null = n
     target_path: `/srv/repo/pg01/${diskKey}.qcow2`,
     backing_path: null,
     full_reason: null,
+    canary: null,
+    change_tracking: null,
   };
 }
 
@@ -95,6 +97,23 @@ describe('views', () => {
       'disk-1 copied in full: the bitmap is not on the source',
     ]);
     expect(jobView(completed)).toContain('disk-1 copied in full: the bitmap is not on the source');
+  });
+
+  it('warns of a disk whose change tracking the canary caught missing writes', () => {
+    const completed = job({
+      status: 'completed',
+      completed_at: '2025-01-01T00:03:03.000Z',
+      disks: [
+        {
+          ...disk('disk-0', '52 aa/18', GiB),
+          canary: { sampled_bytes: 4 * 2 ** 20, mismatched_bytes: 2 ** 17 },
+          change_tracking: 'untrusted',
+        },
+      ],
+    });
+    expect(outcomeView(completed)).toContain(
+      'disk-0 change tracking untrusted: 128.0 KiB of 4.0 MiB sampled unchanged blocks differ; its next job copies it in full',
+    );
   });
 
   it('gives the error of a failed job, and the change_ids of the disks that did finish', () => {

@@ -105,11 +105,26 @@ export function changeIdTable(disks: JobDisk[]): string {
   ].join('\n');
 }
 
-/** One line per disk of an incremental that was (to be) copied in full, saying why. */
-function fullCopyNotes(disks: Array<{ disk_key: string; full_reason: string | null }>): string[] {
-  return disks.flatMap((d) =>
-    d.full_reason === null ? [] : [`${d.disk_key} copied in full: ${d.full_reason}`],
-  );
+/**
+ * One line per disk of an incremental that was (to be) copied in full, saying why, and per disk
+ * whose change tracking the CBT canary caught missing writes.
+ */
+function fullCopyNotes(
+  disks: Array<{
+    disk_key: string;
+    full_reason: string | null;
+    canary?: { sampled_bytes: number; mismatched_bytes: number } | null;
+    change_tracking?: 'trusted' | 'untrusted' | null;
+  }>,
+): string[] {
+  return disks.flatMap((d) => [
+    ...(d.full_reason === null ? [] : [`${d.disk_key} copied in full: ${d.full_reason}`]),
+    ...(d.change_tracking === 'untrusted' && d.canary
+      ? [
+          `${d.disk_key} change tracking untrusted: ${formatBytes(d.canary.mismatched_bytes)} of ${formatBytes(d.canary.sampled_bytes)} sampled unchanged blocks differ; its next job copies it in full`,
+        ]
+      : []),
+  ]);
 }
 
 function errorText(job: Job): string {

@@ -160,6 +160,18 @@ const JobDisk = z.object({
     .describe(
       'Why this disk of an incremental was copied in full (its change_id unusable, or new to the VM); null when it continued its chain',
     ),
+  canary: z
+    .object({ sampled_bytes: z.number(), mismatched_bytes: z.number() })
+    .nullable()
+    .describe(
+      'The CBT canary: bytes of blocks the change tracking called unchanged, read from the source and the chain, and how many of them differed; null when it did not run (a full copy)',
+    ),
+  change_tracking: z
+    .enum(['trusted', 'untrusted'])
+    .nullable()
+    .describe(
+      'untrusted when the canary found missed writes: the next job copies the disk in full; null when no canary ran',
+    ),
 });
 
 const jobFields = {

@@ -4,6 +4,7 @@ import { ValidationError, describeIssues, type FieldIssue } from '../errors';
 import { toFieldIssues } from '../validate';
 import { JobId } from './ids';
 import {
+  AlertDataV1,
   CancelDataV1,
   CompletedDataV1,
   FailedDataV1,
@@ -24,6 +25,7 @@ export const eventVersions = {
   'backup.completed': { 1: CompletedDataV1 },
   'backup.failed': { 1: FailedDataV1 },
   'backup.cancel': { 1: CancelDataV1 },
+  'backup.alert': { 1: AlertDataV1 },
 } as const;
 
 export type EventType = keyof typeof eventVersions;
@@ -36,6 +38,7 @@ export interface EventDataMap {
   'backup.completed': z.output<typeof CompletedDataV1>;
   'backup.failed': z.output<typeof FailedDataV1>;
   'backup.cancel': z.output<typeof CancelDataV1>;
+  'backup.alert': z.output<typeof AlertDataV1>;
 }
 
 /** The input shape (defaults may be left out) a publisher hands to `makeEvent`. */
@@ -45,6 +48,7 @@ export interface EventInputMap {
   'backup.completed': z.input<typeof CompletedDataV1>;
   'backup.failed': z.input<typeof FailedDataV1>;
   'backup.cancel': z.input<typeof CancelDataV1>;
+  'backup.alert': z.input<typeof AlertDataV1>;
 }
 
 export const CURRENT_VERSION = 1;

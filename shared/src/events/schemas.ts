@@ -97,6 +97,20 @@ const CompletedDisk = z.object({
    * Null when the disk continued its chain, or the whole job is full.
    */
   fullReason: FullReason.nullable().default(null),
+  /**
+   * The CBT canary of a disk that continued its chain: blocks its change tracking called
+   * unchanged, read from the source and from the chain and compared. Any mismatch means the
+   * tracking missed writes (the disk's next `auto` job copies it in full). Null when not run.
+   */
+  canary: z
+    .object({
+      /** Bytes sampled (read from each side). */
+      sampledBytes: ByteCount,
+      /** Bytes of sampled blocks that differ between the source and the chain. */
+      mismatchedBytes: ByteCount,
+    })
+    .nullable()
+    .default(null),
 });
 
 /**
@@ -151,9 +165,32 @@ export const CancelDataV1 = z.object({
   reason: z.string().min(1).max(1024).nullable().default(null),
 });
 
+export const AlertKind = {
+  /** The CBT canary found blocks the change tracking called unchanged that had changed. */
+  ChangeTrackingUntrusted: 'CHANGE_TRACKING_UNTRUSTED',
+} as const;
+export type AlertKind = (typeof AlertKind)[keyof typeof AlertKind];
+
+/**
+ * `backup.alert` v1: something an operator must hear about a job that still ended as it did
+ * (the job's record is unchanged by it). Published by the runner.
+ */
+export const AlertDataV1 = z.object({
+  kind: z.enum(Object.values(AlertKind) as [AlertKind, ...AlertKind[]]),
+  vmName: VmName,
+  /** The disk it concerns. */
+  diskKey: DiskKey,
+  /** The change_id the disk's chain continued from. */
+  changeId: ChangeId.nullable().default(null),
+  sampledBytes: ByteCount,
+  mismatchedBytes: ByteCount,
+  message: z.string().min(1).max(4096),
+});
+
 export type StartData = z.output<typeof StartDataV1>;
 export type ProgressData = z.output<typeof ProgressDataV1>;
 export type CompletedData = z.output<typeof CompletedDataV1>;
 export type CompletedDiskData = z.output<typeof CompletedDisk>;
 export type FailedData = z.output<typeof FailedDataV1>;
 export type CancelData = z.output<typeof CancelDataV1>;
+export type AlertData = z.output<typeof AlertDataV1>;

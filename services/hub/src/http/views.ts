@@ -63,6 +63,11 @@ export function jobFields(job: JobView): JobFields {
       target_path: d.targetPath,
       backing_path: d.backingPath,
       full_reason: d.fullReason,
+      canary: d.canary && {
+        sampled_bytes: d.canary.sampledBytes,
+        mismatched_bytes: d.canary.mismatchedBytes,
+      },
+      change_tracking: d.changeTracking,
     })),
   };
 }

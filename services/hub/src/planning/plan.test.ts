@@ -27,6 +27,8 @@ function disk(diskKey: string, changeId: string | null, targetPath: string | nul
     targetPath,
     backingPath: null,
     fullReason: null,
+    canary: null,
+    changeTracking: null,
   };
 }
 

@@ -52,6 +52,9 @@ export function planJob(req: PlanRequest): StartData {
     ifChangeIdUnusable: req.requested === RequestedBackupType.Auto ? 'full' : 'fail',
     disks: req.vm.disks.map((disk) => {
       const from = head ? continuingDisk(req.jobType, head, disk.diskKey) : null;
+      const untrusted = head?.disks.find(
+        (d) => d.diskKey === disk.diskKey && d.changeTracking === 'untrusted',
+      );
       return {
         diskKey: disk.diskKey,
         source: disk.path,
@@ -59,8 +62,9 @@ export function planJob(req: PlanRequest): StartData {
         targetPath: targetPath(req, disk.diskKey),
         // A replica is updated in place; a backup's overlay is backed by its parent's file.
         backingPath: req.jobType === JobType.Backup ? (from?.targetPath ?? null) : null,
-        fullReason:
-          head && !from
+        fullReason: untrusted
+          ? `the CBT canary of the chain head ${head?.jobId} found ${untrusted.canary?.mismatchedBytes} bytes that disk ${disk.diskKey}'s change tracking missed: its tracking is not trusted`
+          : head && !from
             ? `the chain head ${head.jobId} recorded no change_id for disk ${disk.diskKey} (a disk new to the VM, or one that did not finish)`
             : null,
       };
@@ -120,7 +124,8 @@ function continuingDisk(
   diskKey: string,
 ): (DiskView & { changeId: string }) | null {
   const disk = head.disks.find((d) => d.diskKey === diskKey);
-  if (!disk || disk.changeId === null) return null;
+  // Tracking that missed writes (the canary saw it) is never built on.
+  if (!disk || disk.changeId === null || disk.changeTracking === 'untrusted') return null;
   if (jobType === JobType.Backup && disk.targetPath === null) return null;
   return { ...disk, changeId: disk.changeId };
 }

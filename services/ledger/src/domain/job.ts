@@ -53,6 +53,8 @@ export interface DiskRecord {
   backingPath: string | null;
   /** Why this disk of an incremental was (to be) copied in full; null when it continues. */
   fullReason: string | null;
+  /** The CBT canary's figures (any mismatch: the tracking missed writes); null when not run. */
+  canary: { sampledBytes: number; mismatchedBytes: number } | null;
 }
 
 export const activeStatuses: readonly JobStatus[] = ['queued', 'running'];

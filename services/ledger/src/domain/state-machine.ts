@@ -58,6 +58,10 @@ export function decide(job: JobRecord | null, event: AnyEvent, ctx: ApplyContext
       return onFailed(job, event, ctx);
     case 'backup.cancel':
       return onCancel(job, event);
+    case 'backup.alert':
+      // For operators (notifications, dashboards); what it reports is already in the job's
+      // record, from the completion that carried the canary's figures.
+      return { kind: 'ignore', why: 'an alert changes no job' };
     default: {
       const unknown: never = event;
       return reject('INVALID', `unknown event type ${(unknown as AnyEvent).type}`, 'type');
@@ -155,6 +159,7 @@ function onStart(
       targetPath: disk.targetPath,
       backingPath: disk.backingPath,
       fullReason: disk.fullReason,
+      canary: null,
     });
   }
   return {
@@ -329,6 +334,7 @@ function recordDisk(job: JobRecord, disk: CompletedDiskData): void {
     backingPath:
       disk.fullReason !== null && job.jobType === 'backup' ? null : (known?.backingPath ?? null),
     fullReason: disk.fullReason ?? known?.fullReason ?? null,
+    canary: disk.canary ?? known?.canary ?? null,
   });
 }
 

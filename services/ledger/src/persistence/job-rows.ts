@@ -40,6 +40,8 @@ export interface DiskRow {
   target_path: string | null;
   backing_path: string | null;
   full_reason: string | null;
+  canary_sampled_bytes: string | number | null;
+  canary_mismatched_bytes: string | number | null;
 }
 
 const num = (v: string | number | null): number | null => (v === null ? null : Number(v));
@@ -88,6 +90,13 @@ export function jobFromRows(row: JobRow, disks: DiskRow[]): JobRecord {
           targetPath: d.target_path,
           backingPath: d.backing_path,
           fullReason: d.full_reason,
+          canary:
+            d.canary_sampled_bytes === null
+              ? null
+              : {
+                  sampledBytes: Number(d.canary_sampled_bytes),
+                  mismatchedBytes: Number(d.canary_mismatched_bytes ?? 0),
+                },
         },
       ]),
     ),
@@ -113,7 +122,11 @@ export function jobView(job: JobRecord): JobView {
     createdAt: job.createdAt.toISOString(),
     startedAt: job.startedAt?.toISOString() ?? null,
     completedAt: job.completedAt?.toISOString() ?? null,
-    disks: [...job.disks.values()].map((d): DiskView => ({ ...d })),
+    disks: [...job.disks.values()].map((d): DiskView => ({
+      ...d,
+      changeTracking:
+        d.canary === null ? null : d.canary.mismatchedBytes > 0 ? 'untrusted' : 'trusted',
+    })),
   };
 }
 
@@ -186,6 +199,8 @@ export const diskColumns = [
   'target_path',
   'backing_path',
   'full_reason',
+  'canary_sampled_bytes',
+  'canary_mismatched_bytes',
 ] as const;
 
 export function diskValues(job: JobRecord): unknown[][] {
@@ -201,5 +216,7 @@ export function diskValues(job: JobRecord): unknown[][] {
     d.targetPath,
     d.backingPath,
     d.fullReason,
+    d.canary?.sampledBytes ?? null,
+    d.canary?.mismatchedBytes ?? null,
   ]);
 }

@@ -3,6 +3,7 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
 /**
  * Chains that keep every backup point usable:
  * - `backup_disks.full_reason`: why a disk of an incremental was copied in full;
+ * - `backup_disks.canary_*`: the CBT canary's sampled and mismatched bytes;
  * - `backup_jobs.completion_seq`: the ledger's own order of completions (the chain head is the
  *   highest of its chain, never the latest by a runner's clock), drawn from `ledger_counters`;
  *   jobs completed before this migration are numbered in their `completed_at` order;
@@ -12,7 +13,10 @@ export class Chains1764600000000 implements MigrationInterface {
   name = 'Chains1764600000000';
 
   async up(q: QueryRunner): Promise<void> {
-    await q.query(`ALTER TABLE backup_disks ADD COLUMN full_reason VARCHAR(1024) NULL`);
+    await q.query(`ALTER TABLE backup_disks
+      ADD COLUMN full_reason VARCHAR(1024) NULL,
+      ADD COLUMN canary_sampled_bytes BIGINT NULL,
+      ADD COLUMN canary_mismatched_bytes BIGINT NULL`);
     await q.query(`ALTER TABLE backup_jobs
       ADD COLUMN completion_seq BIGINT NULL,
       ADD COLUMN heartbeat_at DATETIME(3) NULL,
@@ -35,6 +39,7 @@ export class Chains1764600000000 implements MigrationInterface {
     await q.query(`DROP TABLE ledger_counters`);
     await q.query(`ALTER TABLE backup_jobs DROP KEY ix_backup_jobs_head,
       DROP KEY uq_backup_jobs_completion_seq, DROP COLUMN heartbeat_at, DROP COLUMN completion_seq`);
-    await q.query(`ALTER TABLE backup_disks DROP COLUMN full_reason`);
+    await q.query(`ALTER TABLE backup_disks DROP COLUMN canary_mismatched_bytes,
+      DROP COLUMN canary_sampled_bytes, DROP COLUMN full_reason`);
   }
 }
