@@ -147,6 +147,8 @@ export const querySchemas = {
     jobType: z.enum(jobTypes).default('backup'),
     repositoryId: RecordId.optional(),
   }),
+  /** The head of every chain of a VM: one per job type and repository (at most 64). */
+  'chain-heads': z.object({ vmName: VmName }),
   'repositories.create': z.object({ name: Name, path: DirPath }),
   'repositories.get': z.object({ id: RecordId }),
   'repositories.list': z.object({}),
@@ -190,6 +192,7 @@ export interface QueryResults {
   'jobs.get': JobView;
   'jobs.list': JobView[];
   'chain-head': JobView | null;
+  'chain-heads': JobView[];
   'repositories.create': RepositoryView;
   'repositories.get': RepositoryView;
   'repositories.list': RepositoryView[];

@@ -70,6 +70,7 @@ describe('hub: starting backups and replications', () => {
         previous_change_id: null,
         target_path: `/srv/tidemark/${vmName}/${backupId}/${disk_key}.qcow2`,
         backing_path: null,
+        full_reason: null,
       })),
     });
 
@@ -143,6 +144,7 @@ describe('hub: starting backups and replications', () => {
           targetPath: `/srv/tidemark/${vmName}/${incrId}/disk-0.qcow2`,
           backingPath: `/srv/tidemark/${vmName}/${fullId}/disk-0.qcow2`,
           fullReason: null,
+          chainHeads: [{ jobType: 'backup', repositoryId: suite.repo.id, changeId: 'uuid-a/1' }],
         },
         {
           diskKey: 'disk-1',
@@ -151,6 +153,7 @@ describe('hub: starting backups and replications', () => {
           targetPath: `/srv/tidemark/${vmName}/${incrId}/disk-1.qcow2`,
           backingPath: `/srv/tidemark/${vmName}/${fullId}/disk-1.qcow2`,
           fullReason: null,
+          chainHeads: [{ jobType: 'backup', repositoryId: suite.repo.id, changeId: 'uuid-b/1' }],
         },
       ],
     });

@@ -84,6 +84,7 @@ const ledger: Partial<
   'policies.create': () => policy,
   'policies.list': () => [policy],
   'chain-head': () => null,
+  'chain-heads': () => [],
   'jobs.create': ({ jobId, jobType }) => ({ ...job(jobId, jobType), status: 'queued' }),
   'jobs.get': ({ jobId }) => job(jobId, jobTypeOf(jobId)),
   'jobs.list': () => [job('backup-1', 'backup')],

@@ -108,13 +108,17 @@ async function openDisk(
 ): Promise<{ spec: TargetSpec; snapshot: SourceSnapshot; fullReason: string | null }> {
   const log = deps.log.child({ diskKey: disk.diskKey });
   const chain = chainTag(job.jobType, job.repositoryId);
+  const chainHeads = disk.chainHeads.map((h) => ({
+    chain: chainTag(h.jobType, h.repositoryId),
+    changeId: h.changeId,
+  }));
   const incremental = job.backupType === 'incremental';
   const previous = !incremental || disk.previousChangeId === '*' ? null : disk.previousChangeId;
   const openFull = async (fullReason: string | null) => {
     const spec = targetFor(job, disk, null, fullReason !== null);
     await checkTarget(spec);
     deps.signal.throwIfAborted();
-    run.snapshot = await driver.open(disk.source, null, deps.workDir, chain);
+    run.snapshot = await driver.open(disk.source, null, deps.workDir, chain, chainHeads);
     return { spec, snapshot: run.snapshot, fullReason };
   };
   if (previous === null)
@@ -132,7 +136,7 @@ async function openDisk(
   };
   deps.signal.throwIfAborted();
   try {
-    run.snapshot = await driver.open(disk.source, previous, deps.workDir, chain);
+    run.snapshot = await driver.open(disk.source, previous, deps.workDir, chain, chainHeads);
   } catch (err) {
     if (!(err instanceof FullBackupRequiredError)) throw err;
     return fallBack(err.message);

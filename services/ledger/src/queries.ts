@@ -183,6 +183,16 @@ export function createQueries(ds: DataSource): LedgerQueries {
       return head ?? null;
     },
 
+    async 'chain-heads'({ vmName }) {
+      return findJobs(
+        `completion_seq IN (SELECT MAX(completion_seq) FROM backup_jobs
+          WHERE vm_name = ? AND status = 'completed' GROUP BY job_type, repository_id)`,
+        [vmName],
+        'completion_seq DESC',
+        64,
+      );
+    },
+
     async 'repositories.create'({ name, path }) {
       const row = repos.create({ id: `repo-${randomUUID()}`, name, path, createdAt: new Date() });
       await insertOrConflict(() => repos.insert(row), `repository ${name} already exists`, 'name');

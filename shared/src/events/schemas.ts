@@ -63,6 +63,18 @@ export const StartDataV1 = z.object({
          * VM); null when it continues its chain, or the whole job is full.
          */
         fullReason: FullReason.nullable().default(null),
+        /**
+         * The change_id each chain of the VM (backups or replications, per repository) last
+         * recorded for this disk, as the ledger has them: the source's tracking of those chains
+         * that no head needs any more (superseded sequences, bitmaps of before chains) is cleaned
+         * up when this job's completion is recorded. Empty: nothing of other chains is touched.
+         */
+        chainHeads: z
+          .array(
+            z.object({ jobType: z.enum(jobTypes), repositoryId: RecordId, changeId: ChangeId }),
+          )
+          .max(64)
+          .default([]),
       }),
     )
     .min(1, 'a job needs at least one disk')

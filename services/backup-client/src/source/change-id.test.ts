@@ -118,6 +118,8 @@ describe('chains', () => {
     );
     expect(plan.mergeIntoBase.map((b) => b.name)).toEqual([name(backups, 3)]);
     expect(plan.next.seq).toBe(4);
+    // Merged (and removed) before the copy: not removed a second time at commit.
+    expect(plan.stale.map((b) => b.name)).toEqual([name(backups, 1)]);
   });
 
   it('a bitmap of before chains is taken over by the chain whose change_id it is', () => {
@@ -127,5 +129,30 @@ describe('chains', () => {
     expect(plan.nextName).toBe(name(replicas, 8));
     // The other chainless bitmap may be another chain's head: left alone.
     expect(plan.stale.map((b) => b.name)).toEqual([legacy]);
+  });
+
+  it("cleans up what other chains' heads have superseded, never their heads or what is newer", () => {
+    // The replication's head is seq 5; 3 is superseded (its commit never ran), 7 belongs to a
+    // replication running now. The chainless 2 is no head's; the chainless 4 is a backup head's.
+    const bitmaps = onDisk(
+      name(backups, 6),
+      name(replicas, 3),
+      name(replicas, 5),
+      name(replicas, 7),
+      `tidemark.${uuid}.2`,
+      `tidemark.${uuid}.4`,
+    );
+    const heads = [
+      { chain: replicas, changeId: `${uuid}/5` },
+      { chain: chainTag('backup', 'repo-9'), changeId: `${uuid}/4` },
+    ];
+    const plan = rotationFor('d', bitmaps, `${uuid}/6`, backups, heads);
+    expect(plan.stale.map((b) => b.name).sort()).toEqual(
+      [name(backups, 6), name(replicas, 3), `tidemark.${uuid}.2`].sort(),
+    );
+    // Without the heads, nothing of other chains is touched.
+    expect(rotationFor('d', bitmaps, `${uuid}/6`, backups).stale.map((b) => b.name)).toEqual([
+      name(backups, 6),
+    ]);
   });
 });

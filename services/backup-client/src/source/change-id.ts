@@ -102,8 +102,10 @@ export interface Rotation {
   base: TrackedBitmap | null;
   mergeIntoBase: TrackedBitmap[];
   /**
-   * Bitmaps this chain no longer needs once the job's completion is recorded: its own others,
-   * and the chainless bitmap it took over as its base. Other chains' bitmaps are never here.
+   * Bitmaps no chain needs once the job's completion is recorded: this chain's own others, the
+   * chainless bitmap it took over as its base, and of `chainHeads`' chains only what their
+   * heads have superseded (lower sequences of the same disk uuid) and chainless bitmaps no head
+   * names. Another chain's head, or anything newer of it (a job of it running now), never.
    */
   stale: TrackedBitmap[];
 }
@@ -119,10 +121,16 @@ export function rotationFor(
   bitmaps: Array<{ name: string; inconsistent: boolean }>,
   previousChangeId: string | null,
   chain: string,
+  chainHeads: Array<{ chain: string; changeId: string }> = [],
 ): Rotation {
   const all: TrackedBitmap[] = [];
   const mine: TrackedBitmap[] = [];
   const chainless: TrackedBitmap[] = [];
+  const superseded: TrackedBitmap[] = [];
+  const heads = chainHeads.flatMap((h) => {
+    const id = parseChangeId(h.changeId);
+    return id ? [{ chain: h.chain, id }] : [];
+  });
   for (const b of bitmaps) {
     const parsed = parseBitmapName(b.name);
     if (!parsed) continue;
@@ -130,6 +138,13 @@ export function rotationFor(
     all.push(tracked);
     if (parsed.chain === chain) mine.push(tracked);
     else if (parsed.chain === null) chainless.push(tracked);
+    else if (
+      heads.some(
+        (h) => h.chain === parsed.chain && h.id.uuid === parsed.id.uuid && parsed.id.seq < h.id.seq,
+      )
+    )
+      // (this chain's own are all in `mine`)
+      superseded.push(tracked);
   }
   let previous: QemuChangeId | null = null;
   if (previousChangeId !== null && previousChangeId !== '*') {
@@ -148,5 +163,24 @@ export function rotationFor(
   if (typeof plan === 'string')
     throw new FullBackupRequiredError(`source ${source}: ${plan}`, previousChangeId);
   const nextName = bitmapName(chain, plan.next);
-  return { ...plan, nextName, stale: mine.filter((b) => b.name !== nextName) };
+  // A chainless bitmap no head names (one this chain took over as its base is already mine);
+  // with no heads given nothing is known of the other chains, and nothing of theirs goes.
+  const unnamed =
+    heads.length === 0
+      ? []
+      : chainless.filter(
+          (b) =>
+            !mine.includes(b) &&
+            !heads.some((h) => h.id.uuid === b.id.uuid && h.id.seq === b.id.seq),
+        );
+  return {
+    ...plan,
+    nextName,
+    // Bitmaps merged into the base are removed as they are merged, before the copy.
+    stale: [
+      ...mine.filter((b) => b.name !== nextName && !plan.mergeIntoBase.includes(b)),
+      ...superseded,
+      ...unnamed,
+    ],
+  };
 }

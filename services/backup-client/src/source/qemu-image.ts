@@ -4,7 +4,7 @@ import { ClientError } from '../errors';
 import { bitmap, imageInfo, mergeBitmap, serveImage, type NbdExport } from '../qemu/image';
 import { ToolError } from '../qemu/process';
 import { formatChangeId, rotationFor, type QemuChangeId, type TrackedBitmap } from './change-id';
-import type { Area, SourceDriver, SourceSnapshot } from './types';
+import type { Area, ChainHead, SourceDriver, SourceSnapshot } from './types';
 import { connectWithRetry, queryAreas } from './nbd-areas';
 
 /**
@@ -53,6 +53,7 @@ export class QemuImageDriver implements SourceDriver {
     previousChangeId: string | null,
     workDir: string,
     chain: string,
+    chainHeads: ChainHead[] = [],
   ): Promise<SourceSnapshot> {
     const info = await whileLocked(() => imageInfo(source)).catch((err: unknown) => {
       throw sourceError(source, err);
@@ -68,6 +69,7 @@ export class QemuImageDriver implements SourceDriver {
       info.bitmaps.map((b) => ({ name: b.name, inconsistent: b.flags.includes('in-use') })),
       previousChangeId,
       chain,
+      chainHeads,
     );
     const nextName = plan.nextName;
     try {
@@ -144,7 +146,11 @@ class QemuImageSnapshot implements SourceSnapshot {
 
   async commit(): Promise<void> {
     await this.close();
-    for (const b of this.stale) await bitmap(this.image, 'remove', b.name);
+    // Each one on its own: one that cannot go must not keep the others.
+    const failed: unknown[] = [];
+    for (const b of this.stale)
+      await bitmap(this.image, 'remove', b.name).catch((err: unknown) => failed.push(err));
+    if (failed.length > 0) throw failed[0];
   }
 
   async close(): Promise<void> {

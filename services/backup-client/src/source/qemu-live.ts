@@ -7,7 +7,7 @@ import { createQcow2 } from '../qemu/image';
 import { QmpClient, QmpError } from '../qmp/client';
 import { formatChangeId, rotationFor, type TrackedBitmap } from './change-id';
 import { connectWithRetry, queryAreas } from './nbd-areas';
-import type { Area, SourceDriver, SourceSnapshot } from './types';
+import type { Area, ChainHead, SourceDriver, SourceSnapshot } from './types';
 
 const PREFIX = 'qemu-live:';
 
@@ -72,6 +72,7 @@ export class QemuLiveDriver implements SourceDriver {
     previousChangeId: string | null,
     workDir: string,
     chain: string,
+    chainHeads: ChainHead[] = [],
   ): Promise<SourceSnapshot> {
     const live = parseLiveSource(source);
     const qmp = await QmpClient.connect(live.qmpSocket).catch((err: unknown) => {
@@ -79,7 +80,7 @@ export class QemuLiveDriver implements SourceDriver {
     });
     const snapshot = new LiveSnapshot(source, live, qmp, workDir);
     try {
-      await snapshot.start(previousChangeId, chain);
+      await snapshot.start(previousChangeId, chain, chainHeads);
       return snapshot;
     } catch (err) {
       await snapshot.close();
@@ -130,7 +131,11 @@ class LiveSnapshot implements SourceSnapshot {
     return node;
   }
 
-  async start(previousChangeId: string | null, chain: string): Promise<void> {
+  async start(
+    previousChangeId: string | null,
+    chain: string,
+    chainHeads: ChainHead[],
+  ): Promise<void> {
     const node = await this.node();
     if (node.image?.format !== 'qcow2')
       throw new ClientError(
@@ -146,6 +151,7 @@ class LiveSnapshot implements SourceSnapshot {
         .map((b) => ({ name: b.name, inconsistent: !!b.inconsistent })),
       previousChangeId,
       chain,
+      chainHeads,
     );
     const nodeName = this.live.node;
     if (plan.base && plan.mergeIntoBase.length > 0) {
@@ -284,8 +290,13 @@ class LiveSnapshot implements SourceSnapshot {
   async commit(): Promise<void> {
     try {
       await this.teardown();
+      // Each one on its own: one that cannot go must not keep the others.
+      const failed: unknown[] = [];
       for (const name of this.stale)
-        await this.qmp.execute('block-dirty-bitmap-remove', { node: this.live.node, name });
+        await this.qmp
+          .execute('block-dirty-bitmap-remove', { node: this.live.node, name })
+          .catch((err: unknown) => failed.push(err));
+      if (failed.length > 0) throw failed[0];
     } finally {
       await this.disconnect();
     }

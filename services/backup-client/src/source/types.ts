@@ -36,6 +36,16 @@ export interface SourceSnapshot {
   close(): Promise<void>;
 }
 
+/**
+ * A change_id a chain's head (in the ledger; this job's chain among them) recorded for the disk:
+ * other chains' tracking of lower sequences, and tracking of before chains that no head names,
+ * is no longer needed and is removed with this job's own superseded tracking.
+ */
+export interface ChainHead {
+  chain: string;
+  changeId: string;
+}
+
 export interface SourceDriver {
   readonly name: string;
   /** True when this driver handles `source` (a path or a driver URI). */
@@ -51,5 +61,6 @@ export interface SourceDriver {
     previousChangeId: string | null,
     workDir: string,
     chain: string,
+    chainHeads?: ChainHead[],
   ): Promise<SourceSnapshot>;
 }

@@ -58,18 +58,16 @@ export async function startJob(deps: JobDeps, req: StartJobRequest): Promise<Sta
   const repository = await bus
     .ask('repositories.get', { id: req.repositoryId })
     .catch(renameNotFound('repositoryId'));
-  const chainHead =
-    req.requested === RequestedBackupType.Full
-      ? null
-      : await bus.ask('chain-head', {
-          vmName: vm.vmName,
-          jobType: req.jobType,
-          repositoryId: repository.id,
-        });
+  // Every chain's head: this job's chain builds on its own, and the others' tell the source
+  // which of their tracking no head needs any more.
+  const chainHeads = await bus.ask('chain-heads', { vmName: vm.vmName });
+  const ownHead =
+    chainHeads.find((h) => h.jobType === req.jobType && h.repositoryId === repository.id) ?? null;
+  const chainHead = req.requested === RequestedBackupType.Full ? null : ownHead;
 
   const { jobId } = req;
   const log = forJob(deps.log, jobId, { jobType: req.jobType, vmName: vm.vmName });
-  const plan = planJob({ ...req, vm, repository, chainHead });
+  const plan = planJob({ ...req, vm, repository, chainHead, chainHeads });
   // Built (and validated) before the job exists: nothing can refuse it after the ledger said yes.
   const event = makeEvent('backup.start', { id: jobId, jobId, jobType: req.jobType, data: plan });
 

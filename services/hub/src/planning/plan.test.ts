@@ -92,6 +92,7 @@ describe('planJob', () => {
           targetPath: '/srv/tidemark/pgtest1/backup-b/disk-0.qcow2',
           backingPath: null,
           fullReason: null,
+          chainHeads: [],
         },
         {
           diskKey: 'disk-1',
@@ -100,6 +101,7 @@ describe('planJob', () => {
           targetPath: '/srv/tidemark/pgtest1/backup-b/disk-1.qcow2',
           backingPath: null,
           fullReason: null,
+          chainHeads: [],
         },
       ],
     });
@@ -234,5 +236,22 @@ describe('planJob', () => {
       previousChangeId: null,
       targetPath: '/srv/tidemark/pgtest1/replica/disk-0.qcow2',
     });
+  });
+
+  it("tells each disk what every chain's head recorded for it, so their superseded tracking can go", () => {
+    const replicaHead = head('replication-a', [disk('disk-0', 'uuid-0/9', '/r/disk-0.qcow2')], {
+      jobType: 'replication',
+      repositoryId: 'repo-2',
+    });
+    const plan = planJob(
+      request({ requested: 'auto', chainHead: fullHead, chainHeads: [fullHead, replicaHead] }),
+    );
+    expect(plan.disks.map((d) => d.chainHeads)).toEqual([
+      [
+        { jobType: 'backup', repositoryId: 'repo-1', changeId: 'uuid-0/7' },
+        { jobType: 'replication', repositoryId: 'repo-2', changeId: 'uuid-0/9' },
+      ],
+      [{ jobType: 'backup', repositoryId: 'repo-1', changeId: 'uuid-1/7' }],
+    ]);
   });
 });

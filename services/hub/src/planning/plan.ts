@@ -20,8 +20,10 @@ export interface PlanRequest {
   requested: RequestedBackupType;
   vm: VmView;
   repository: RepositoryView;
-  /** The VM's latest completed job of `jobType` (the ledger's chain head); null when none. */
+  /** The head of the chain this job continues (ledger order); null when none, or a full. */
   chainHead: JobView | null;
+  /** The heads of every chain of the VM (any job type and repository); none when not known. */
+  chainHeads?: JobView[];
   policyId: string | null;
 }
 
@@ -62,6 +64,12 @@ export function planJob(req: PlanRequest): StartData {
         targetPath: targetPath(req, disk.diskKey),
         // A replica is updated in place; a backup's overlay is backed by its parent's file.
         backingPath: req.jobType === JobType.Backup ? (from?.targetPath ?? null) : null,
+        chainHeads: (req.chainHeads ?? []).flatMap((h) => {
+          const changeId = h.disks.find((d) => d.diskKey === disk.diskKey)?.changeId ?? null;
+          return changeId === null
+            ? []
+            : [{ jobType: h.jobType, repositoryId: h.repositoryId, changeId }];
+        }),
         fullReason: untrusted
           ? `the CBT canary of the chain head ${head?.jobId} found ${untrusted.canary?.mismatchedBytes} bytes that disk ${disk.diskKey}'s change tracking missed: its tracking is not trusted`
           : head && !from
