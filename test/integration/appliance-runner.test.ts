@@ -203,6 +203,13 @@ describe('appliance-runner', () => {
     expect(names.map((b) => b.name)).toContain(base);
     expect(names.every((b) => !b.flags.includes('in-use'))).toBe(true);
     expect(r.stats().completed).toBe(1); // the full only
+    // The refused completion is kept, as a dead letter naming both change_ids (then cleared,
+    // so the suite's later checks for dead letters start empty).
+    const letters = await world.deadLetters();
+    expect(letters.map((l) => l.reason)).toEqual([
+      expect.stringMatching(new RegExp(`already completed with change_id disk-0=${other}`)),
+    ]);
+    await world.jsm.streams.purge(world.topo.deadStream);
   });
 
   it('gives the client its job id and previous change_ids, and the change_ids reach the ledger', async () => {

@@ -32,9 +32,11 @@ import {
   type ClientProgress,
   type ClientRun,
 } from './client-process';
-import { LockedError, lockTargets } from './lock';
+import { admit, type Admission, type AdmissionFacts, type Refusal } from './admission';
+import { LockedError, lockTargets, type TargetLock } from './lock';
 import { PathOutsideRepositoryError, checkInsideRepository } from './paths';
 import { finishedCopy } from './recover';
+import { completedEvent, failedEvent, resultEvent, type ResultContext } from './result';
 
 export interface Runner {
   nc: NatsConnection;
@@ -62,6 +64,19 @@ const MAX_HEARTBEAT_MS = 30_000;
 
 function defaultClientMain(): string {
   return require.resolve('@tidemark/backup-client/main');
+}
+
+/**
+ * How a delivery of `backup.start` is settled: acknowledged, given back after a delay, or
+ * already terminated by its dead letter.
+ */
+type Settlement = 'ack' | { nak: number } | 'dead-lettered';
+
+interface ProgressRelay {
+  /** A progress line of the client's. */
+  fromClient(p: ClientProgress): void;
+  /** Called every heartbeat: re-sends the latest progress when nothing was sent for `everyMs`. */
+  keepAlive(everyMs: number): void;
 }
 
 /** A job this runner holds. */
@@ -152,10 +167,7 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
    * Why the job must not run because of where it would write, or null: every target and backing
    * path must lie inside the job's repository (from the event, else from the ledger).
    */
-  const refusePaths = async (
-    start: StartData,
-    jobLog: Logger,
-  ): Promise<{ code: string; message: string; retryable: boolean } | null> => {
+  const refusePaths = async (start: StartData, jobLog: Logger): Promise<Refusal | null> => {
     let root = start.repositoryPath;
     if (root === undefined) {
       try {
@@ -281,7 +293,127 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     }
   };
 
-  const runJob = async (m: JsMsg): Promise<void> => {
+  /**
+   * Gathers the facts `admit` asks for, one at a time, until it decides. The lock it takes for
+   * the attempt is handed to `onLock` (released by the caller, whatever happens next).
+   */
+  const admission = async (
+    job: ResultContext,
+    attempt: number,
+    slot: Slot,
+    jobLog: Logger,
+    onLock: (lock: TargetLock) => void,
+  ): Promise<Exclude<Admission, { kind: 'need' }>> => {
+    const facts: AdmissionFacts = {
+      jobId: job.jobId,
+      jobType: job.jobType,
+      attempt,
+      maxAttempts: config.TIDEMARK_RUNNER_MAX_ATTEMPTS,
+    };
+    for (;;) {
+      facts.cancelHeard = slot.cancelled;
+      const decided = admit(facts, config.TIDEMARK_RUNNER_ACK_WAIT_MS);
+      if (decided.kind !== 'need') return decided;
+      switch (decided.fact) {
+        case 'record':
+          facts.record = await recordedStatus(job.jobId, jobLog);
+          break;
+        case 'paths':
+          facts.paths = await refusePaths(job.start, jobLog);
+          break;
+        case 'lock':
+          try {
+            onLock(
+              await lockTargets(
+                job.start.disks.map((d) => d.targetPath),
+                { runnerId: config.TIDEMARK_RUNNER_ID, jobId: job.jobId, attempt },
+                config.TIDEMARK_RUNNER_ACK_WAIT_MS,
+              ),
+            );
+            facts.lock = 'held';
+          } catch (err) {
+            if (!(err instanceof LockedError)) throw err;
+            jobLog.warn({ err: err.message }, 'another attempt holds the targets');
+            facts.lock = 'busy';
+          }
+          break;
+        case 'earlier':
+          facts.earlier = await finishedCopy(job.jobId, job.start);
+          break;
+        default: {
+          const never: never = decided.fact;
+          throw new TypeError(`unknown fact ${String(never)}`);
+        }
+      }
+    }
+  };
+
+  /** Runs the client for an admitted job and reports how it ended. */
+  const execute = async (
+    job: ResultContext,
+    slot: Slot,
+    jobLog: Logger,
+    relay: ProgressRelay,
+  ): Promise<void> => {
+    jobLog.info({ disks: job.start.disks.map((d) => d.diskKey) }, 'job started');
+    counts.started++;
+    const client = await startClient({
+      clientMain,
+      jobId: job.jobId,
+      jobType: job.jobType,
+      start: job.start,
+      workDir: workRoot,
+      log: jobLog,
+      onProgress: relay.fromClient,
+    });
+    slot.client = client;
+    if (stopping || slot.cancelled !== undefined) client.stop();
+    const outcome: ClientOutcome = await client.outcome;
+    slot.resultKnown = true;
+    const result = resultEvent(job, outcome, slot.cancelled, randomUUID());
+    if (result.type === 'backup.failed' && result.data.code === 'CANCELLED') {
+      await client.exited; // its qemu-nbd and partial files are gone once it has exited
+      if (job.jobType === 'backup') await removeAttemptFiles(job.start);
+      await publish(result, jobLog);
+      counts.cancelled++;
+      jobLog.info(
+        { clientCode: outcome.status === 'failed' ? outcome.code : null },
+        'job cancelled; its files removed',
+      );
+    } else if (result.type === 'backup.completed') {
+      await publish(result, jobLog);
+      // The old change tracking goes only once the ledger has recorded this completion: a
+      // completion it refuses (kept as a dead letter) must not cost the next job its base.
+      const refusal = await ledgerVerdict(result, jobLog);
+      if (refusal === null) client.commit();
+      else client.keepTracking();
+      await client.exited;
+      if (refusal === null) {
+        await alertUntrusted(result, jobLog);
+        counts.completed++;
+        jobLog.info(
+          { changeIds: result.data.disks.map((d) => `${d.diskKey}=${d.changeId}`) },
+          'job completed',
+        );
+      } else {
+        counts.failed++;
+        jobLog.error(
+          { err: refusal },
+          'the ledger refused the completion; the previous change tracking is kept',
+        );
+      }
+    } else {
+      await publish(result, jobLog);
+      counts.failed++;
+      jobLog.warn({ code: result.data.code, err: result.data.message }, 'job failed');
+    }
+  };
+
+  /**
+   * One delivery of `backup.start`, from admission to its result. Says how the message is to be
+   * settled; the caller settles it, in one place.
+   */
+  const handle = async (m: JsMsg): Promise<Settlement> => {
     counts.received++;
     const parsed = parseEvent(m.data);
     if (!parsed.ok) {
@@ -291,64 +423,104 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         issues: parsed.issues,
         consumer: topo.runnerConsumer,
       });
-      return;
+      return 'dead-lettered';
     }
     const event = parsed.event;
-    if (event.type !== 'backup.start') {
-      m.ack();
-      return;
-    }
+    if (event.type !== 'backup.start') return 'ack';
+    const attempt = m.info.deliveryCount;
     const jobLog = forJob(log, event.jobId, {
       jobType: event.jobType,
-      attempt: m.info.deliveryCount,
+      attempt,
       runnerId: config.TIDEMARK_RUNNER_ID,
     });
-    const start = event.data;
-    const base = {
-      vmName: start.vmName,
-      backupType: start.backupType,
-      repositoryId: start.repositoryId,
-    };
-    const attempt = m.info.deliveryCount;
-    if (attempt > config.TIDEMARK_RUNNER_MAX_ATTEMPTS) {
-      jobLog.error({ attempts: attempt - 1 }, 'job failed after too many attempts');
-      await publish(
-        makeEvent('backup.failed', {
-          jobId: event.jobId,
-          jobType: event.jobType,
-          id: `${event.jobId}.failed.attempts`,
-          data: {
-            code: 'TOO_MANY_ATTEMPTS',
-            message: `the job was started ${attempt - 1} times and no runner finished it (each runner stopped or died mid-copy)`,
-            retryable: false,
-            ...base,
-          },
-        }),
-        jobLog,
-      );
-      m.ack();
-      return;
-    }
+    const job: ResultContext = { jobId: event.jobId, jobType: event.jobType, start: event.data };
     const slot: Slot = {};
-    active.set(event.jobId, slot);
-    const checkLedger = async (): Promise<void> => {
-      const job = await recordedStatus(event.jobId, jobLog);
-      if (typeof job === 'object' && job.status === 'cancelled') {
-        cancel(event.jobId, job.errorMessage ?? 'cancelled on request', 'ledger');
+    active.set(job.jobId, slot);
+    let lock: TargetLock | undefined;
+    const relay = progressRelay(job, attempt, slot, jobLog);
+    const heartbeatMs = Math.max(
+      200,
+      Math.min(MAX_HEARTBEAT_MS, Math.floor(config.TIDEMARK_RUNNER_ACK_WAIT_MS / 3)),
+    );
+    const heartbeat = setInterval(() => {
+      m.working();
+      void lock?.refresh();
+      void checkLedger(job.jobId, jobLog);
+      relay.keepAlive(heartbeatMs);
+    }, heartbeatMs);
+    try {
+      const decided = await admission(job, attempt, slot, jobLog, (l) => (lock = l));
+      switch (decided.kind) {
+        case 'refuse':
+          jobLog.error({ code: decided.refusal.code, err: decided.refusal.message }, 'job refused');
+          await publish(failedEvent(job, decided.refusal, decided.eventId), jobLog);
+          if (decided.refusal.code !== 'TOO_MANY_ATTEMPTS') counts.failed++;
+          return 'ack';
+        case 'ack-done':
+          jobLog.info(decided.why);
+          return 'ack';
+        case 'nak-later':
+          jobLog.warn(decided.why);
+          return { nak: decided.delayMs };
+        case 'replay-finished-copy':
+          await publish(completedEvent(job, decided.disks), jobLog);
+          counts.completed++;
+          jobLog.info(
+            { changeIds: decided.disks.map((d) => `${d.diskKey}=${d.changeId}`) },
+            "an earlier attempt's copy had finished: its completion reported again, nothing copied",
+          );
+          return 'ack';
+        case 'ack-cancelled':
+          if (decided.cleanFirst) await removeAttemptFiles(job.start);
+          jobLog.info({ reason: decided.reason }, 'job was cancelled before it started');
+          counts.cancelled++;
+          return 'ack';
+        case 'run':
+          if (decided.cleanFirst) {
+            // An earlier attempt of this job (its runner died) may have left files: this job's
+            // own targets, under the lock now held here. Start clean. (A replica is updated in
+            // place and stays: the retry copies every change since the old change_id again.)
+            await removeAttemptFiles(job.start);
+            jobLog.info("earlier attempt's files removed");
+          }
+          await execute(job, slot, jobLog, relay);
+          return 'ack';
+        default: {
+          const never: never = decided;
+          throw new TypeError(`unhandled admission ${JSON.stringify(never)}`);
+        }
       }
-    };
+    } catch (err) {
+      // Something of the runner's own (not the client's) failed: give the job back.
+      jobLog.error({ err: String(err) }, 'runner error; the job will be redelivered');
+      slot.client?.stop(); // the client must not go on (or wait for a commit) unwatched
+      return { nak: 5000 };
+    } finally {
+      clearInterval(heartbeat);
+      await lock?.release();
+      active.delete(job.jobId);
+    }
+  };
+
+  /** Relays the client's progress (at most once a second, and every phase change). */
+  const progressRelay = (
+    job: ResultContext,
+    attempt: number,
+    slot: Slot,
+    jobLog: Logger,
+  ): ProgressRelay => {
     // Progress sequences rise across attempts: a later attempt's events are never "older".
     let sequence = attempt * 2 ** 32;
     let lastSent = 0; // any progress event, relayed or keep-alive
     let lastRelayed = 0; // the client's own, throttled to one a second
     let lastPhase = '';
     let latest: ClientProgress | undefined; // the client's newest line, relayed or not
-    const sendProgress = (p: ClientProgress): void => {
+    const send = (p: ClientProgress): void => {
       lastPhase = p.phase;
       lastSent = Date.now();
       const progress = makeEvent('backup.progress', {
-        jobId: event.jobId,
-        jobType: event.jobType,
+        jobId: job.jobId,
+        jobType: job.jobType,
         data: {
           phase: p.phase,
           sequence: sequence++,
@@ -360,207 +532,26 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         jobLog.warn({ err: String(err) }, 'progress not published (the next one will be)'),
       );
     };
-    const heartbeatMs = Math.max(
-      200,
-      Math.min(MAX_HEARTBEAT_MS, Math.floor(config.TIDEMARK_RUNNER_ACK_WAIT_MS / 3)),
-    );
-    let lock: Awaited<ReturnType<typeof lockTargets>> | undefined;
-    const heartbeat = setInterval(() => {
-      m.working();
-      void lock?.refresh();
-      void checkLedger();
-      // Nothing moved (a long flush, a slow source): say the job is alive all the same.
-      if (latest && !slot.resultKnown && Date.now() - lastSent >= heartbeatMs) sendProgress(latest);
-    }, heartbeatMs);
-    try {
-      const found = await recordedStatus(event.jobId, jobLog);
-      if (found === 'unavailable' && attempt > 1) {
-        // A redelivery may be of a job that completed just before its runner died: never
-        // remove (and redo) its files without the ledger's word that it did not complete.
-        jobLog.warn('the ledger does not answer; the redelivered job waits for it');
-        m.nak(5000);
-        return;
-      }
-      const recorded = typeof found === 'object' ? found : null;
-      if (recorded?.status === 'completed') {
-        // Its result reached the bus, but its runner died before acknowledging the start. Running
-        // it again would replace a recorded backup's files and change_ids: never.
-        jobLog.info('job already completed; not run again');
-        m.ack();
-        return;
-      }
-      if (recorded?.status === 'cancelled') {
-        cancel(event.jobId, recorded.errorMessage ?? 'cancelled on request', 'ledger');
-      }
-      const refused = await refusePaths(start, jobLog);
-      if (refused) {
-        jobLog.error({ code: refused.code, err: refused.message }, 'job refused');
-        await publish(
-          makeEvent('backup.failed', {
-            jobId: event.jobId,
-            jobType: event.jobType,
-            id: `${event.jobId}.failed.paths`,
-            data: { ...refused, ...base },
-          }),
-          jobLog,
-        );
-        counts.failed++;
-        m.ack();
-        return;
-      }
-      try {
-        lock = await lockTargets(
-          start.disks.map((d) => d.targetPath),
-          { runnerId: config.TIDEMARK_RUNNER_ID, jobId: event.jobId, attempt },
-          config.TIDEMARK_RUNNER_ACK_WAIT_MS,
-        );
-      } catch (err) {
-        if (err instanceof LockedError) {
-          jobLog.warn({ err: err.message }, 'another attempt holds the targets; trying later');
-          m.nak(config.TIDEMARK_RUNNER_ACK_WAIT_MS);
-          return;
-        }
-        throw err;
-      }
-      const earlier =
-        attempt > 1 && event.jobType === 'backup' ? await finishedCopy(event.jobId, start) : null;
-      if (earlier) {
-        await publish(
-          makeEvent('backup.completed', {
-            jobId: event.jobId,
-            jobType: event.jobType,
-            data: {
-              ...base,
-              policyId: start.policyId,
-              parentJobId: start.parentJobId,
-              disks: earlier,
-              bytesTransferred: earlier.reduce((sum, d) => sum + d.bytesTransferred, 0),
-            },
-          }),
-          jobLog,
-        );
-        counts.completed++;
-        jobLog.info(
-          { changeIds: earlier.map((d) => `${d.diskKey}=${d.changeId}`) },
-          "an earlier attempt's copy had finished: its completion reported again, nothing copied",
-        );
-        m.ack();
-        return;
-      }
-      if (attempt > 1 && event.jobType === 'backup') {
-        // An earlier attempt of this job (its runner died) may have left files: this job's
-        // own targets, under the lock now held here. Start clean. (A replica is updated in
-        // place and stays: the retry copies every change since the old change_id again.)
-        await removeAttemptFiles(start);
-        jobLog.info("earlier attempt's files removed");
-      }
-      if (slot.cancelled !== undefined) {
-        // Cancelled before it ran: the ledger has recorded that already; nothing to copy.
-        jobLog.info({ reason: slot.cancelled }, 'job was cancelled before it started');
-        counts.cancelled++;
-        m.ack();
-        return;
-      }
-      jobLog.info({ disks: start.disks.map((d) => d.diskKey) }, 'job started');
-      counts.started++;
-      const client = await startClient({
-        clientMain,
-        jobId: event.jobId,
-        jobType: event.jobType,
-        start,
-        workDir: workRoot,
-        log: jobLog,
-        onProgress: (p) => {
-          latest = p;
-          const now = Date.now();
-          if (p.phase === lastPhase && now - lastRelayed < PROGRESS_INTERVAL_MS) return;
-          lastRelayed = now;
-          sendProgress(p);
-        },
-      });
-      slot.client = client;
-      if (stopping || slot.cancelled !== undefined) client.stop();
-      const outcome: ClientOutcome = await client.outcome;
-      slot.resultKnown = true;
-      const resultId = randomUUID();
-      if (outcome.status === 'failed' && slot.cancelled !== undefined) {
-        await client.exited; // its qemu-nbd and partial files are gone once it has exited
-        if (event.jobType === 'backup') await removeAttemptFiles(start);
-        await publish(
-          makeEvent('backup.failed', {
-            jobId: event.jobId,
-            jobType: event.jobType,
-            id: resultId,
-            data: { code: 'CANCELLED', message: slot.cancelled, retryable: false, ...base },
-          }),
-          jobLog,
-        );
-        counts.cancelled++;
-        jobLog.info({ clientCode: outcome.code }, 'job cancelled; its files removed');
-      } else if (outcome.status === 'completed') {
-        const completion = makeEvent('backup.completed', {
-          jobId: event.jobId,
-          jobType: event.jobType,
-          id: resultId,
-          data: {
-            ...base,
-            policyId: start.policyId,
-            parentJobId: start.parentJobId,
-            disks: outcome.disks,
-            bytesTransferred: outcome.bytesTransferred,
-          },
-        });
-        await publish(completion, jobLog);
-        // The old change tracking goes only once the ledger has recorded this completion: a
-        // completion it refuses (kept as a dead letter) must not cost the next job its base.
-        const refusal = await ledgerVerdict(completion, jobLog);
-        if (refusal === null) client.commit();
-        else client.keepTracking();
-        await client.exited;
-        if (refusal === null) {
-          await alertUntrusted(completion, jobLog);
-          counts.completed++;
-          jobLog.info(
-            { changeIds: outcome.disks.map((d) => `${d.diskKey}=${d.changeId}`) },
-            'job completed',
-          );
-        } else {
-          counts.failed++;
-          jobLog.error(
-            { err: refusal },
-            'the ledger refused the completion; the previous change tracking is kept',
-          );
-        }
-      } else {
-        await publish(
-          makeEvent('backup.failed', {
-            jobId: event.jobId,
-            jobType: event.jobType,
-            id: resultId,
-            data: {
-              code: outcome.code,
-              message: outcome.message,
-              retryable: outcome.retryable,
-              finishedDisks: outcome.finishedDisks,
-              ...base,
-            },
-          }),
-          jobLog,
-        );
-        counts.failed++;
-        jobLog.warn({ code: outcome.code, err: outcome.message }, 'job failed');
-      }
-      m.ack();
-    } catch (err) {
-      // Something of the runner's own (not the client's) failed: give the job back.
-      jobLog.error({ err: String(err) }, 'runner error; the job will be redelivered');
-      slot.client?.stop(); // the client must not go on (or wait for a commit) unwatched
-      m.nak(5000);
-    } finally {
-      clearInterval(heartbeat);
-      await lock?.release();
-      active.delete(event.jobId);
-    }
+    return {
+      fromClient(p) {
+        latest = p;
+        const now = Date.now();
+        if (p.phase === lastPhase && now - lastRelayed < PROGRESS_INTERVAL_MS) return;
+        lastRelayed = now;
+        send(p);
+      },
+      keepAlive(everyMs) {
+        // Nothing moved (a long flush, a slow source): say the job is alive all the same.
+        if (latest && !slot.resultKnown && Date.now() - lastSent >= everyMs) send(latest);
+      },
+    };
+  };
+
+  /** A cancel recorded by the ledger that this runner missed on the bus (heard each heartbeat). */
+  const checkLedger = async (jobId: string, jobLog: Logger): Promise<void> => {
+    const job = await recordedStatus(jobId, jobLog);
+    if (typeof job === 'object' && job.status === 'cancelled')
+      cancel(jobId, job.errorMessage ?? 'cancelled on request', 'ledger');
   };
 
   const slots = Array.from({ length: config.TIDEMARK_RUNNER_CONCURRENCY }, async () => {
@@ -579,14 +570,18 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         m.nak(); // not ours to start any more
         break;
       }
+      let settlement: Settlement;
       try {
-        await runJob(m);
+        settlement = await handle(m);
       } catch (err) {
         // Only the runner's own bus work can end up here (a dead letter not stored, a
         // failure not published): the job stays unacknowledged and comes back.
         log.error({ err: String(err) }, 'job not handled; it will be redelivered');
-        m.nak(5000);
+        settlement = { nak: 5000 };
       }
+      // The one place a start is settled.
+      if (settlement === 'ack') m.ack();
+      else if (settlement !== 'dead-lettered') m.nak(settlement.nak);
     }
   });
 
