@@ -1,5 +1,7 @@
 import { lstat, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, join, normalize, relative, sep } from 'node:path';
+import type { Logger, StartData } from '@tidemark/shared';
+import type { Refusal } from './admission';
 
 /** A job path that would be written outside its repository; the job fails naming it. */
 export class PathOutsideRepositoryError extends Error {
@@ -64,5 +66,41 @@ export async function checkInsideRepository(
       path,
       'is a symlink; a job never writes through one',
     );
+  }
+}
+
+/**
+ * Why a job must not run because of where it would write, or null: every target and backing
+ * path must lie inside the job's repository (its root from the event, else from `rootOf`, the
+ * ledger).
+ */
+export async function refusePaths(
+  start: StartData,
+  rootOf: (repositoryId: string) => Promise<string>,
+  log: Logger,
+): Promise<Refusal | null> {
+  let root = start.repositoryPath;
+  if (root === undefined) {
+    try {
+      root = await rootOf(start.repositoryId);
+    } catch (err) {
+      log.warn({ err: String(err) }, 'repository root unknown');
+      return {
+        code: 'REPOSITORY_UNKNOWN',
+        message: `the start names no repositoryPath and the ledger did not give the root of repository ${start.repositoryId}: ${String(err)}`,
+        retryable: true,
+      };
+    }
+  }
+  try {
+    for (const [i, d] of start.disks.entries()) {
+      await checkInsideRepository(root, `disks[${i}].targetPath`, d.targetPath);
+      if (d.backingPath !== null)
+        await checkInsideRepository(root, `disks[${i}].backingPath`, d.backingPath);
+    }
+    return null;
+  } catch (err) {
+    if (!(err instanceof PathOutsideRepositoryError)) throw err;
+    return { code: 'PATH_OUTSIDE_REPOSITORY', message: err.message, retryable: false };
   }
 }

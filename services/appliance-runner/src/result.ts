@@ -55,6 +55,32 @@ export function failedEvent(
   });
 }
 
+/** A `backup.alert` per disk whose CBT canary found writes its change tracking missed. */
+export function alertEvents(
+  completion: TidemarkEvent<'backup.completed'>,
+): Array<TidemarkEvent<'backup.alert'>> {
+  return completion.data.disks.flatMap((disk) =>
+    disk.canary && disk.canary.mismatchedBytes > 0
+      ? [
+          makeEvent('backup.alert', {
+            id: `${completion.jobId}.alert.${disk.diskKey}`,
+            jobId: completion.jobId,
+            jobType: completion.jobType,
+            data: {
+              kind: 'CHANGE_TRACKING_UNTRUSTED',
+              vmName: completion.data.vmName,
+              diskKey: disk.diskKey,
+              changeId: disk.changeId,
+              sampledBytes: disk.canary.sampledBytes,
+              mismatchedBytes: disk.canary.mismatchedBytes,
+              message: `disk ${disk.diskKey}: ${disk.canary.mismatchedBytes} of ${disk.canary.sampledBytes} sampled bytes the change tracking called unchanged differ from the chain; its next job copies it in full`,
+            },
+          }),
+        ]
+      : [],
+  );
+}
+
 /**
  * The event that reports how the client's run ended. A copy that completed is a completion even
  * when a cancel came meanwhile (its change_ids are real backup points); a run that failed after

@@ -5,38 +5,35 @@ import { join } from 'node:path';
 import { jetstream, jetstreamManager, type JsMsg } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import {
-  askLedger,
   busTopology,
   deadLetter,
   ensureDurable,
   ensureStreams,
   forJob,
-  makeEvent,
   parseEvent,
   publishEvent,
   redactUrl,
   type BusTopology,
-  type JobView,
   type Logger,
   type StartData,
   type TidemarkEvent,
   natsConnectOptions,
-  ConflictError,
-  NotFoundError,
-  ValidationError,
 } from '@tidemark/shared';
 import type { RunnerConfig } from './config';
-import {
-  startClient,
-  type ClientOutcome,
-  type ClientProgress,
-  type ClientRun,
-} from './client-process';
-import { admit, type Admission, type AdmissionFacts, type Refusal } from './admission';
+import { startClient, type ClientOutcome, type ClientRun } from './client-process';
+import { admit, type Admission, type AdmissionFacts } from './admission';
 import { LockedError, lockTargets, type TargetLock } from './lock';
-import { PathOutsideRepositoryError, checkInsideRepository } from './paths';
+import { refusePaths } from './paths';
+import { createLedgerLink } from './ledger-link';
+import { progressRelay, type ProgressRelay } from './progress-relay';
 import { finishedCopy } from './recover';
-import { completedEvent, failedEvent, resultEvent, type ResultContext } from './result';
+import {
+  alertEvents,
+  completedEvent,
+  failedEvent,
+  resultEvent,
+  type ResultContext,
+} from './result';
 
 export interface Runner {
   nc: NatsConnection;
@@ -54,8 +51,6 @@ export interface Runner {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** Progress events at most this often per job (plus every phase change). */
-const PROGRESS_INTERVAL_MS = 1000;
 /**
  * The longest a running job goes without a progress event, even when nothing moved: the
  * ledger's lease (TIDEMARK_LEDGER_LEASE_MS, 5 min by default) fails a job whose runner is silent.
@@ -71,13 +66,6 @@ function defaultClientMain(): string {
  * already terminated by its dead letter.
  */
 type Settlement = 'ack' | { nak: number } | 'dead-lettered';
-
-interface ProgressRelay {
-  /** A progress line of the client's. */
-  fromClient(p: ClientProgress): void;
-  /** Called every heartbeat: re-sends the latest progress when nothing was sent for `everyMs`. */
-  keepAlive(everyMs: number): void;
-}
 
 /** A job this runner holds. */
 interface Slot {
@@ -133,6 +121,7 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
   const js = jetstream(nc);
   const consumer = await js.consumers.get(topo.stream, topo.runnerConsumer);
 
+  const ledger = createLedgerLink(nc, topo);
   let stopping = false;
   const counts = { received: 0, started: 0, completed: 0, failed: 0, cancelled: 0 };
   const active = new Map<string, Slot>();
@@ -163,51 +152,6 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     },
   });
 
-  /**
-   * Why the job must not run because of where it would write, or null: every target and backing
-   * path must lie inside the job's repository (from the event, else from the ledger).
-   */
-  const refusePaths = async (start: StartData, jobLog: Logger): Promise<Refusal | null> => {
-    let root = start.repositoryPath;
-    if (root === undefined) {
-      try {
-        root = (await askLedger(nc, topo, 'repositories.get', { id: start.repositoryId }, 5000))
-          .path;
-      } catch (err) {
-        jobLog.warn({ err: String(err) }, 'repository root unknown');
-        return {
-          code: 'REPOSITORY_UNKNOWN',
-          message: `the start names no repositoryPath and the ledger did not give the root of repository ${start.repositoryId}: ${String(err)}`,
-          retryable: true,
-        };
-      }
-    }
-    try {
-      for (const [i, d] of start.disks.entries()) {
-        await checkInsideRepository(root, `disks[${i}].targetPath`, d.targetPath);
-        if (d.backingPath !== null)
-          await checkInsideRepository(root, `disks[${i}].backingPath`, d.backingPath);
-      }
-      return null;
-    } catch (err) {
-      if (!(err instanceof PathOutsideRepositoryError)) throw err;
-      return { code: 'PATH_OUTSIDE_REPOSITORY', message: err.message, retryable: false };
-    }
-  };
-
-  /** The job as the ledger has it; 'unknown' when it has none, 'unavailable' when it did not say. */
-  const recordedStatus = async (
-    jobId: string,
-    jobLog: Logger,
-  ): Promise<JobView | 'unknown' | 'unavailable'> => {
-    try {
-      return await askLedger(nc, topo, 'jobs.get', { jobId }, 5000);
-    } catch (err) {
-      jobLog.debug({ err: String(err) }, 'ledger has no status for the job');
-      return err instanceof NotFoundError ? 'unknown' : 'unavailable';
-    }
-  };
-
   const publish = async (event: TidemarkEvent, jobLog: Logger): Promise<void> => {
     // A result must reach the stream: retry until it does (the start message stays unacked
     // meanwhile, so a runner that dies here has the job redone, never lost).
@@ -220,76 +164,6 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         jobLog.warn({ err: String(err), attempt }, `publishing ${event.type} failed; retrying`);
         await new Promise((r) => setTimeout(r, 1000));
       }
-    }
-  };
-
-  /**
-   * Has the ledger record `completion` (the same event the stream holds: whichever arrives
-   * first applies it, the other finds it applied) and says whether it did: null when recorded
-   * with this job's change_ids, else why not. While the ledger cannot answer, it waits: the
-   * start message is kept alive meanwhile, and the source keeps both change_ids usable.
-   */
-  const ledgerVerdict = async (
-    completion: TidemarkEvent<'backup.completed'>,
-    jobLog: Logger,
-  ): Promise<string | null> => {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const job = await askLedger(
-          nc,
-          topo,
-          'jobs.complete',
-          { jobId: completion.jobId, eventId: completion.id, data: completion.data },
-          5000,
-        );
-        const recorded = new Map(job.disks.map((d) => [d.diskKey, d.changeId]));
-        const differing = completion.data.disks.filter(
-          (d) => recorded.get(d.diskKey) !== d.changeId,
-        );
-        if (job.status === 'completed' && differing.length === 0) return null;
-        return `the ledger holds the job as ${job.status} with change_id ${[...recorded]
-          .map(([k, v]) => `${k}=${v ?? 'none'}`)
-          .join(', ')}`;
-      } catch (err) {
-        if (err instanceof ConflictError || err instanceof ValidationError) return err.message;
-        // A runner told to stop does not wait for ever: unconfirmed, the source keeps both
-        // change_ids, and the next job of the chain starts from whichever the ledger recorded.
-        if (stopping && attempt >= 20)
-          return `the runner stopped before the ledger confirmed the completion: ${String(err)}`;
-        // Not known yet (its start or this completion still on the way) or no answer: ask again.
-        if (attempt % 10 === 1)
-          jobLog.warn(
-            { err: String(err), attempt },
-            'the ledger has not confirmed the completion yet; waiting',
-          );
-        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * attempt)));
-      }
-    }
-  };
-
-  /** A `backup.alert` per disk whose CBT canary found writes its change tracking missed. */
-  const alertUntrusted = async (
-    completion: TidemarkEvent<'backup.completed'>,
-    jobLog: Logger,
-  ): Promise<void> => {
-    for (const disk of completion.data.disks) {
-      if (!disk.canary || disk.canary.mismatchedBytes === 0) continue;
-      const alert = makeEvent('backup.alert', {
-        id: `${completion.jobId}.alert.${disk.diskKey}`,
-        jobId: completion.jobId,
-        jobType: completion.jobType,
-        data: {
-          kind: 'CHANGE_TRACKING_UNTRUSTED',
-          vmName: completion.data.vmName,
-          diskKey: disk.diskKey,
-          changeId: disk.changeId,
-          sampledBytes: disk.canary.sampledBytes,
-          mismatchedBytes: disk.canary.mismatchedBytes,
-          message: `disk ${disk.diskKey}: ${disk.canary.mismatchedBytes} of ${disk.canary.sampledBytes} sampled bytes the change tracking called unchanged differ from the chain; its next job copies it in full`,
-        },
-      });
-      jobLog.error({ diskKey: disk.diskKey, ...disk.canary }, 'change tracking untrusted');
-      await publish(alert, jobLog);
     }
   };
 
@@ -316,10 +190,10 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       if (decided.kind !== 'need') return decided;
       switch (decided.fact) {
         case 'record':
-          facts.record = await recordedStatus(job.jobId, jobLog);
+          facts.record = await ledger.recordedStatus(job.jobId, jobLog);
           break;
         case 'paths':
-          facts.paths = await refusePaths(job.start, jobLog);
+          facts.paths = await refusePaths(job.start, (id) => ledger.repositoryRoot(id), jobLog);
           break;
         case 'lock':
           try {
@@ -384,12 +258,18 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       await publish(result, jobLog);
       // The old change tracking goes only once the ledger has recorded this completion: a
       // completion it refuses (kept as a dead letter) must not cost the next job its base.
-      const refusal = await ledgerVerdict(result, jobLog);
+      const refusal = await ledger.recordCompletion(result, jobLog, () => stopping);
       if (refusal === null) client.commit();
       else client.keepTracking();
       await client.exited;
       if (refusal === null) {
-        await alertUntrusted(result, jobLog);
+        for (const alert of alertEvents(result)) {
+          jobLog.error(
+            { diskKey: alert.data.diskKey, err: alert.data.message },
+            'change tracking untrusted',
+          );
+          await publish(alert, jobLog);
+        }
         counts.completed++;
         jobLog.info(
           { changeIds: result.data.disks.map((d) => `${d.diskKey}=${d.changeId}`) },
@@ -437,7 +317,15 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     const slot: Slot = {};
     active.set(job.jobId, slot);
     let lock: TargetLock | undefined;
-    const relay = progressRelay(job, attempt, slot, jobLog);
+    const relay = progressRelay(
+      job,
+      attempt,
+      () => slot.resultKnown === true,
+      (progress) =>
+        void publishEvent(js, topo, progress).catch((err: unknown) =>
+          jobLog.warn({ err: String(err) }, 'progress not published (the next one will be)'),
+        ),
+    );
     const heartbeatMs = Math.max(
       200,
       Math.min(MAX_HEARTBEAT_MS, Math.floor(config.TIDEMARK_RUNNER_ACK_WAIT_MS / 3)),
@@ -502,54 +390,9 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     }
   };
 
-  /** Relays the client's progress (at most once a second, and every phase change). */
-  const progressRelay = (
-    job: ResultContext,
-    attempt: number,
-    slot: Slot,
-    jobLog: Logger,
-  ): ProgressRelay => {
-    // Progress sequences rise across attempts: a later attempt's events are never "older".
-    let sequence = attempt * 2 ** 32;
-    let lastSent = 0; // any progress event, relayed or keep-alive
-    let lastRelayed = 0; // the client's own, throttled to one a second
-    let lastPhase = '';
-    let latest: ClientProgress | undefined; // the client's newest line, relayed or not
-    const send = (p: ClientProgress): void => {
-      lastPhase = p.phase;
-      lastSent = Date.now();
-      const progress = makeEvent('backup.progress', {
-        jobId: job.jobId,
-        jobType: job.jobType,
-        data: {
-          phase: p.phase,
-          sequence: sequence++,
-          disks: p.disks,
-          bytesPerSecond: p.bytesPerSecond,
-        },
-      });
-      publishEvent(js, topo, progress).catch((err: unknown) =>
-        jobLog.warn({ err: String(err) }, 'progress not published (the next one will be)'),
-      );
-    };
-    return {
-      fromClient(p) {
-        latest = p;
-        const now = Date.now();
-        if (p.phase === lastPhase && now - lastRelayed < PROGRESS_INTERVAL_MS) return;
-        lastRelayed = now;
-        send(p);
-      },
-      keepAlive(everyMs) {
-        // Nothing moved (a long flush, a slow source): say the job is alive all the same.
-        if (latest && !slot.resultKnown && Date.now() - lastSent >= everyMs) send(latest);
-      },
-    };
-  };
-
   /** A cancel recorded by the ledger that this runner missed on the bus (heard each heartbeat). */
   const checkLedger = async (jobId: string, jobLog: Logger): Promise<void> => {
-    const job = await recordedStatus(jobId, jobLog);
+    const job = await ledger.recordedStatus(jobId, jobLog);
     if (typeof job === 'object' && job.status === 'cancelled')
       cancel(jobId, job.errorMessage ?? 'cancelled on request', 'ledger');
   };
