@@ -366,6 +366,12 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       if (recorded?.status === 'cancelled') {
         cancel(event.jobId, recorded.errorMessage ?? 'cancelled on request', 'ledger');
       }
+      // A job the ledger has failed (its lease expired while its runner was presumed dead, its
+      // start came too late) is over: a start delivered again must not copy it anew. That copy
+      // would be a point in time after the job's end, running beside any job of its chain
+      // started since (the VM's slot is free). An earlier attempt's finished copy is still
+      // reported below: a completion outranks the failure.
+      const failedBefore = recorded?.status === 'failed' ? recorded : null;
       const refused = await refusePaths(start, jobLog);
       if (refused) {
         jobLog.error({ code: refused.code, err: refused.message }, 'job refused');
@@ -427,6 +433,14 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
         // place and stays: the retry copies every change since the old change_id again.)
         await removeAttemptFiles(start);
         jobLog.info("earlier attempt's files removed");
+      }
+      if (failedBefore) {
+        jobLog.info(
+          { code: failedBefore.errorCode },
+          'job already failed; a start delivered again does not run it anew',
+        );
+        m.ack();
+        return;
       }
       if (slot.cancelled !== undefined) {
         // Cancelled before it ran: the ledger has recorded that already; nothing to copy.
