@@ -490,6 +490,34 @@ describe('appliance-runner', () => {
     });
   });
 
+  it('never runs anew a job the ledger has failed, whose start comes again', async () => {
+    // The reaper failed the job (its runner presumed dead) before any runner ran it to the end;
+    // its start is then delivered again. Copying now would be a point in time after the job's
+    // end, and the job would turn completed beside whatever job of its chain came since.
+    const vm = uniqueName('vm');
+    const disk = vmWithDisk(vm);
+    const jobId = uniqueName('job-');
+    await startFull(jobId, vm, disk);
+    await world.waitForJob(jobId, (j) => j.status === 'queued');
+    await world.publish('backup.failed', jobId, {
+      code: 'LEASE_EXPIRED',
+      message: 'no word from the job runner (test)',
+      retryable: true,
+    });
+    await world.waitForJob(jobId, (j) => j.status === 'failed');
+
+    const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
+    await waitFor('the start taken', async () => r.stats().received === 1);
+    await waitFor('runner idle', async () => r.running() === 0);
+    expect(r.stats()).toMatchObject({ received: 1, started: 0, completed: 0 });
+    expect(existsSync(join(tmp.dir, `client-env-${jobId}.json`))).toBe(false);
+    expect(existsSync(disk.target)).toBe(false);
+    expect(await world.job(jobId)).toMatchObject({ status: 'failed', error_code: 'LEASE_EXPIRED' });
+    // And the start is acknowledged: not delivered again.
+    await new Promise((res) => setTimeout(res, 1500));
+    expect(r.stats().received).toBe(1);
+  });
+
   it('refuses a job whose target leaves its repository (a symlink, or a root from the ledger)', async () => {
     const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
     const vm = uniqueName('vm');

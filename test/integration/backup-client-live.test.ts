@@ -2,9 +2,12 @@
  * Backups of a running disk: qemu-storage-daemon serves a qcow2 image to a "guest" that keeps
  * writing over NBD while the client backs it up through QMP (bitmap rotation + fleece).
  */
-import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { QmpClient } from '@tidemark/backup-client/qmp/client';
 import {
+  clientMain,
   bitmapNames,
   trackingBitmap,
   completedDisks,
@@ -19,6 +22,7 @@ import {
   writeJob,
   type StorageDaemon,
 } from '../support/disks';
+import { waitFor } from '../support/env';
 import { Guest, pointInTime, stamps } from '../support/guest';
 
 const tmp = tempDir('tidemark-live-');
@@ -124,6 +128,65 @@ describe('a live disk with a guest writing during the backup', () => {
     expect(r.code).toBe(1);
     expect(r.result).toMatchObject({ status: 'failed', code: 'FULL_BACKUP_REQUIRED' });
     expect(existsSync(join(tmp.dir, 'k/inc.qcow2'))).toBe(false);
+    await daemon.stop('SIGTERM');
+  });
+});
+
+describe('a live disk whose runner is SIGKILLed mid-copy', () => {
+  it('is left as it was: the client, its log pipe gone too, still ends its export, block job and fleece overlay', async () => {
+    const image = join(tmp.dir, 'orphan.qcow2');
+    createImage(image, 64 * MiB);
+    writeDisk(image, [{ offset: 0, length: 32 * MiB, pattern: 0x3c }]);
+    const daemon = await startStorageDaemon(image, tmp.dir, 'orphan');
+    daemons.push(daemon);
+    const work = join(tmp.dir, 'orphan-work');
+    mkdirSync(work);
+    const jobFile = writeJob(tmp.dir, 'orphan', {
+      backupType: 'full',
+      disks: [{ diskKey: 'd0', source: daemon.source, targetPath: join(tmp.dir, 'o/d0.qcow2') }],
+    });
+    // A stand-in runner: the client's stdin, stdout and stderr are pipes to it, as under the
+    // appliance-runner; it passes the client's pid and its stdout on.
+    const runner = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const c = require('node:child_process').spawn(process.execPath, [${JSON.stringify(clientMain)}, 'backup', '--job', ${JSON.stringify(jobFile)}], { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH, TIDEMARK_JOB_ID: 'orphan', TIDEMARK_WORK_DIR: ${JSON.stringify(work)}, TIDEMARK_EXIT_WITH_PARENT: '1', TIDEMARK_COPY_MAX_MBPS: '4', TIDEMARK_PROGRESS_INTERVAL_MS: '100' } });
+         console.log(JSON.stringify({ pid: c.pid }));
+         c.stdout.pipe(process.stdout);
+         c.stderr.resume();`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let clientPid = 0;
+    let copying = false;
+    runner.stdout.setEncoding('utf8').on('data', (text: string) => {
+      for (const line of text.split('\n').filter(Boolean)) {
+        const msg = JSON.parse(line) as { pid?: number; type?: string; phase?: string };
+        if (msg.pid) clientPid = msg.pid;
+        if (msg.type === 'progress' && msg.phase === 'copying') copying = true;
+      }
+    });
+    await waitFor('the client copying', async () => copying && clientPid > 0, 20_000);
+    runner.kill('SIGKILL');
+    const gone = () =>
+      !existsSync(`/proc/${clientPid}`) || readFileSync(`/proc/${clientPid}/cmdline`).length === 0;
+    await waitFor('the client to end', async () => gone(), 20_000, 50);
+
+    const qmp = await QmpClient.connect(daemon.qmpSocket);
+    try {
+      expect(await qmp.execute('query-block-jobs')).toEqual([]);
+      const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
+      expect(exports.map((e) => e.id)).toEqual(['guest']);
+      const nodes = await qmp.execute<Array<{ 'node-name': string }>>('query-named-block-nodes', {
+        flat: true,
+      });
+      expect(nodes.map((n) => n['node-name']).filter((n) => n.startsWith('tidemark'))).toEqual([]);
+    } finally {
+      await qmp.close();
+    }
+    // Its work directory (with the fleece overlay) is gone too.
+    expect(readdirSync(work)).toEqual([]);
     await daemon.stop('SIGTERM');
   });
 });

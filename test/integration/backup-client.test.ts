@@ -15,6 +15,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
+import { serveImage } from '@tidemark/backup-client/qemu/image';
 import {
   bitmapNames,
   trackingBitmap,
@@ -368,6 +369,28 @@ describe('a source image another process holds', () => {
     } finally {
       forever.kill('SIGTERM');
       await new Promise((r) => forever.once('exit', r));
+    }
+  });
+});
+
+describe('a qemu-nbd export', () => {
+  it('is ready only once qemu-nbd has opened the image: one that cannot (locked) is an error naming the lock', async () => {
+    // qemu-nbd listens on its socket before it opens the image: a server that then fails on
+    // the lock must never be taken for a ready export (the copy would fail on a reset socket).
+    const src = join(tmp.dir, 'export-locked.qcow2');
+    createImage(src, 1 * MiB);
+    const holder = spawn('qemu-io', ['-f', 'qcow2', '-c', 'sleep 60000', src], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // it holds the write lock now
+      const dir = join(tmp.dir, 'export-sockets');
+      mkdirSync(dir, { recursive: true });
+      // The race is narrow; before the fix about one try in five was taken for ready.
+      for (let i = 0; i < 30; i++)
+        await expect(serveImage({ image: src, socketDir: dir, readOnly: true })).rejects.toThrow(
+          /lock/,
+        );
+    } finally {
+      holder.kill('SIGKILL');
     }
   });
 });

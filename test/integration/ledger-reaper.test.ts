@@ -1,4 +1,8 @@
-import { uniqueName } from '../support/env';
+import { createLogger } from '@tidemark/shared';
+import { startEventConsumer, type EventConsumer } from '@tidemark/ledger/nats/event-consumer';
+import { createDataSource } from '@tidemark/ledger/persistence/data-source';
+import { reapOnce } from '@tidemark/ledger/reaper';
+import { uniqueName, waitFor } from '../support/env';
 import {
   createLedgerWorld,
   seedReferences,
@@ -109,5 +113,94 @@ describe('ledger: jobs whose backup.start never reached the bus', () => {
 
       await expectLateCompletionRecorded(jobId, vm, 'slow/1');
     });
+  });
+});
+
+describe('ledger: the lease after the database was away', () => {
+  it('is not judged past an event still waiting for its retry, however new the events applied since', async () => {
+    // The ledger's own consumer, on a database that is away while one event arrives: that
+    // event (job X's failure) is given back for a retry, and a newer one applies before it
+    // comes back. The reaper, asked then, must not take X's silence since for a lost runner.
+    const world = await createLedgerWorld();
+    await world.startLedger(); // migrations and references
+    const { repositoryId } = await seedReferences(world);
+    await world.ledger?.stop();
+    world.ledger = null;
+    const ds = createDataSource(world.env.TIDEMARK_MYSQL_URL);
+    await ds.initialize();
+    let away = false;
+    let refused = 0;
+    const flaky = new Proxy(ds, {
+      get(target, prop) {
+        if (prop === 'createQueryRunner' && away)
+          return () => {
+            refused++;
+            throw new Error('the database is away (test)');
+          };
+        const value = Reflect.get(target, prop, target) as unknown;
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const log = createLogger('ledger', 'silent');
+    const leaseMs = 800;
+    let reaped: Promise<number> | undefined;
+    let consumer: EventConsumer | undefined;
+    const jobX = uniqueName('backup-');
+    const jobY = uniqueName('backup-');
+    try {
+      consumer = await startEventConsumer({
+        ds: flaky,
+        js: world.js,
+        jsm: world.jsm,
+        topo: world.topo,
+        log,
+        batchMax: 100,
+        ackWaitMs: 3000,
+        deferLimit: 5,
+        deferDelayMs: 200,
+        // The reaper's pass right after Y's start applied (X's failure still waits).
+        onCommitted: (events) => {
+          if (events.some((e) => e.jobId === jobY) && consumer && !reaped)
+            reaped = reapOnce({
+              ds,
+              log,
+              startTimeoutMs: 60_000,
+              leaseMs,
+              intervalMs: 1000,
+              caughtUpTo: () => (consumer as EventConsumer).caughtUpTo(),
+            });
+        },
+      });
+      const progress = {
+        phase: 'copying' as const,
+        sequence: 1,
+        bytesPerSecond: 1,
+        disks: [{ diskKey: 'disk-2000', bytesDone: 1, bytesTotal: 100 }],
+      };
+      await world.publish('backup.start', jobX, startData(repositoryId, uniqueName('vm')));
+      await world.publish('backup.progress', jobX, progress);
+      await world.waitForJob(jobX, (r) => r.status === 'running');
+
+      away = true;
+      await world.publish('backup.failed', jobX, {
+        code: 'COPY_FAILED',
+        message: 'the copy failed',
+        retryable: true,
+      });
+      await waitFor('the failure given back', async () => refused > 0, 5000);
+      away = false;
+      // Y's start reaches the bus more than a lease after X's last word, and applies first
+      // (the failure comes back only after its retry delay).
+      await new Promise((r) => setTimeout(r, leaseMs + 200));
+      await world.publish('backup.start', jobY, startData(repositoryId, uniqueName('vm')));
+      await waitFor('the reaper asked', async () => reaped !== undefined, 5000);
+      expect(await reaped).toBe(0);
+      const row = await world.waitForJob(jobX, (r) => r.status === 'failed', 10_000);
+      expect(row).toMatchObject({ error_code: 'COPY_FAILED' });
+    } finally {
+      await consumer?.stop();
+      await ds.destroy();
+      await world.close();
+    }
   });
 });

@@ -71,3 +71,19 @@ export async function startWithFallback(
     }
   }
 }
+
+/**
+ * Stops a container at once (no grace: a crash, not a shutdown); `startContainer` brings the
+ * same container back, with its data and its fixed host ports.
+ */
+export async function stopContainer(c: StartedTestContainer): Promise<void> {
+  const { getContainerRuntimeClient } = await import('testcontainers');
+  const runtime = await getContainerRuntimeClient();
+  await runtime.container.stop(runtime.container.getById(c.getId()), { timeout: 0 });
+}
+
+export async function startContainer(c: StartedTestContainer): Promise<void> {
+  const { getContainerRuntimeClient } = await import('testcontainers');
+  const runtime = await getContainerRuntimeClient();
+  await runtime.container.start(runtime.container.getById(c.getId()));
+}

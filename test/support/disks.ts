@@ -43,8 +43,15 @@ export interface DiskWrite {
   pattern: number | 'zero' | 'discard';
 }
 
-/** Applies writes with qemu-io in one process (as a guest would: bitmaps record them). */
-export function writeDisk(image: string, writes: DiskWrite[]): void {
+/**
+ * Applies writes with qemu-io in one process (as a guest would: bitmaps record them). `image`
+ * may also be a running disk's NBD export (`nbd+unix://…`, format raw): its daemon records them.
+ */
+export function writeDisk(
+  image: string,
+  writes: DiskWrite[],
+  format: 'qcow2' | 'raw' = 'qcow2',
+): void {
   const cmds = writes.flatMap((w) => [
     '-c',
     w.pattern === 'zero'
@@ -54,7 +61,7 @@ export function writeDisk(image: string, writes: DiskWrite[]): void {
         : `write -P ${w.pattern} ${w.offset} ${w.length}`,
   ]);
   for (let i = 0; i < cmds.length; i += 400)
-    run('qemu-io', ['-f', 'qcow2', ...cmds.slice(i, i + 400), image]);
+    run('qemu-io', ['-f', format, ...cmds.slice(i, i + 400), image]);
 }
 
 /** A small deterministic random source, so a failing run can be replayed. */
@@ -196,6 +203,7 @@ export function writeJob(
 }
 
 export interface StorageDaemon {
+  pid: number;
   qmpSocket: string;
   nbdSocket: string;
   node: string;
@@ -240,6 +248,7 @@ export async function startStorageDaemon(
     await new Promise((r) => setTimeout(r, 10));
   }
   return {
+    pid: child.pid as number,
     qmpSocket,
     nbdSocket,
     node: 'disk0',

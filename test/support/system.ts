@@ -31,6 +31,14 @@ export interface SystemOptions {
   withoutRunner?: boolean;
   /** Appliance-runners to start (`runner-1`, `runner-2`, …); default 1. */
   runners?: number;
+  /** Variables for one process only, by its name (`runner-1`: its own NATS address, say). */
+  processEnv?: Record<string, Record<string, string>>;
+  /**
+   * Starts a process again 1 s after it exits on its own (not by `kill` or `stop`), as the
+   * compose stack's `restart: unless-stopped` does: a service that could not start while NATS
+   * or MySQL was away tries again.
+   */
+  restartOnExit?: boolean;
 }
 
 export interface CliResult {
@@ -64,6 +72,8 @@ export interface RunningSystem {
   start(name: string): void;
   /** Stops every service (SIGTERM, then SIGKILL after 10 s). */
   stop(): Promise<void>;
+  /** Each exit of a process on its own so far (`runner-1 exited with code 1`). */
+  exits(): string[];
 }
 
 const SERVICES = ['ledger', 'hub', 'appliance-runner'] as const;
@@ -107,7 +117,16 @@ export async function startSystem(opts: SystemOptions): Promise<RunningSystem> {
           env: { ...own, TIDEMARK_RUNNER_ID: `runner-${i}` },
         });
   }
+  for (const [name, env] of Object.entries(opts.processEnv ?? {})) {
+    const p = processes.get(name);
+    if (!p) throw new Error(`processEnv names no process ${name}`);
+    p.env = { ...p.env, ...env };
+  }
   const children = new Map<string, ChildProcess>();
+  // Ended by us (kill, stop): not restarted.
+  const ended = new WeakSet<ChildProcess>();
+  const exits: string[] = [];
+  let stopped = false;
   const logFile = (name: string) => join(opts.dir, `${name}.log`);
   const system: RunningSystem = {
     hubUrl,
@@ -164,6 +183,7 @@ export async function startSystem(opts: SystemOptions): Promise<RunningSystem> {
     async kill(name, signal = 'SIGKILL') {
       const child = children.get(name);
       if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      ended.add(child);
       const gone = new Promise((r) => child.once('exit', r));
       child.kill(signal);
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
@@ -181,8 +201,18 @@ export async function startSystem(opts: SystemOptions): Promise<RunningSystem> {
       child.stdout.pipe(log);
       child.stderr.pipe(log);
       children.set(name, child);
+      child.once('exit', (code, signal) => {
+        if (ended.has(child) || stopped) return;
+        exits.push(`${name} exited with ${signal ?? `code ${code}`}`);
+        if (!opts.restartOnExit) return;
+        setTimeout(() => {
+          if (!stopped && children.get(name) === child) system.start(name);
+        }, 1000);
+      });
     },
+    exits: () => [...exits],
     async stop() {
+      stopped = true;
       await Promise.all([...children.keys()].reverse().map((name) => system.kill(name, 'SIGTERM')));
     },
   };

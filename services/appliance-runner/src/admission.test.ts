@@ -136,6 +136,23 @@ describe('admission of a backup.start delivery', () => {
     ).toMatchObject({ kind: 'replay-finished-copy' });
   });
 
+  it('given a job the ledger failed (its lease expired), then a start delivered again never copies it anew', () => {
+    const failed = { ...recorded('failed'), errorCode: 'LEASE_EXPIRED' } as JobView;
+    expect(admit(facts({ ...clear, attempt: 2, record: failed }), LOCK_WAIT)).toEqual({
+      kind: 'ack-failed',
+      code: 'LEASE_EXPIRED',
+      cleanFirst: true,
+    });
+    expect(admit(facts({ ...clear, record: failed }), LOCK_WAIT)).toMatchObject({
+      kind: 'ack-failed',
+      cleanFirst: false,
+    });
+    // Its earlier attempt's finished copy is still reported: a completion outranks the failure.
+    expect(
+      admit(facts({ ...clear, attempt: 2, record: failed, earlier: finished }), LOCK_WAIT),
+    ).toMatchObject({ kind: 'replay-finished-copy' });
+  });
+
   it('given everything clear, then a first attempt runs as it is', () => {
     expect(admit(facts(clear), LOCK_WAIT)).toEqual({ kind: 'run', cleanFirst: false });
   });

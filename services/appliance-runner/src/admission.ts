@@ -41,6 +41,12 @@ export type Admission =
   | { kind: 'ack-done'; why: string }
   /** Cancelled before it ran (the ledger has recorded it): nothing to copy. Acknowledge. */
   | { kind: 'ack-cancelled'; reason: string; cleanFirst: boolean }
+  /**
+   * The ledger has failed the job (its lease expired, its start came too late): it is over, and
+   * a copy now would be a point in time after its end, beside any job of its chain started
+   * since. Acknowledge.
+   */
+  | { kind: 'ack-failed'; code: string | null; cleanFirst: boolean }
   /** Not now: give the start back for redelivery after `delayMs`. */
   | { kind: 'nak-later'; delayMs: number; why: string }
   /** An earlier attempt finished copying: report its completion again, copy nothing. */
@@ -56,8 +62,9 @@ export const LEDGER_WAIT_MS = 5000;
  * decision. In order: the attempt cap; a redelivery never runs without the ledger's word that
  * it did not complete; a completed job never runs again; paths outside the repository are
  * refused before anything is written (even a lock); another attempt's lock waits; a backup
- * whose earlier attempt finished is reported from its manifests; a cancelled job is dropped;
- * else it runs, from a clean start if an earlier attempt may have left files.
+ * whose earlier attempt finished is reported from its manifests (a completion outranks a
+ * failure); a job the ledger failed or cancelled is dropped; else it runs, from a clean start
+ * if an earlier attempt may have left files.
  */
 export function admit(f: AdmissionFacts, lockWaitMs: number): Admission {
   if (f.attempt > f.maxAttempts)
@@ -95,6 +102,8 @@ export function admit(f: AdmissionFacts, lockWaitMs: number): Admission {
     if (f.earlier === undefined) return { kind: 'need', fact: 'earlier' };
     if (f.earlier !== null) return { kind: 'replay-finished-copy', disks: f.earlier };
   }
+  if (recorded?.status === 'failed')
+    return { kind: 'ack-failed', code: recorded.errorCode, cleanFirst: redoneBackup };
   const cancelled =
     recorded?.status === 'cancelled'
       ? (recorded.errorMessage ?? 'cancelled on request')

@@ -358,6 +358,13 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
             "an earlier attempt's copy had finished: its completion reported again, nothing copied",
           );
           return 'ack';
+        case 'ack-failed':
+          if (decided.cleanFirst) await removeAttemptFiles(job.start);
+          jobLog.info(
+            { code: decided.code },
+            'job already failed; a start delivered again does not run it anew',
+          );
+          return 'ack';
         case 'ack-cancelled':
           if (decided.cleanFirst) await removeAttemptFiles(job.start);
           jobLog.info({ reason: decided.reason }, 'job was cancelled before it started');

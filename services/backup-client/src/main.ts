@@ -162,6 +162,11 @@ async function backup(args: string[], log: Logger): Promise<number> {
       jobLog.warn({ err: err.code ?? String(err) }, 'stdout closed: the runner is gone');
       parentGone();
     });
+    // And so is our stderr, where the log goes: a log line written after the runner died must
+    // not crash the client before it has cleaned up (a running disk's export, block job and
+    // fleece overlay would stay in its daemon, and hold the chain's bitmap). Nothing is logged
+    // here: that would only fail again.
+    process.stderr.on('error', parentGone);
   }
   const intervalMs = Number(process.env.TIDEMARK_PROGRESS_INTERVAL_MS ?? 1000);
   const progress = new ProgressReporter(job.jobId, out, intervalMs > 0 ? intervalMs : 1000);

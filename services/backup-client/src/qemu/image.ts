@@ -125,7 +125,12 @@ export async function serveImage(opts: {
   if (opts.readOnly) args.push('--read-only');
   else args.push('--cache=writeback', '--aio=threads');
   if (opts.bitmap) args.push(`--bitmap=${opts.bitmap}`);
-  args.push(opts.image);
-  const server = await startServer('qemu-nbd', args, socket, 10_000, qemuNbdEnv());
+  // Ready once the pid file exists: qemu-nbd listens on its socket before it opens the image
+  // and writes the pid file only after, so a socket alone may belong to a server about to exit
+  // (the image locked by another process), and the copy would fail on a reset connection
+  // instead of the lock's own message.
+  const pidFile = `${socket}.pid`;
+  args.push(`--pid-file=${pidFile}`, opts.image);
+  const server = await startServer('qemu-nbd', args, pidFile, 10_000, qemuNbdEnv());
   return { address: { path: socket }, exportName: '', server };
 }

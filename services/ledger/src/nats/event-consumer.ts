@@ -37,8 +37,10 @@ export interface EventConsumerOptions {
 export interface EventConsumer {
   /**
    * How far the ledger has caught up with the bus: now, when nothing is waiting to be applied;
-   * else when the bus took the latest event applied (null when none has been since start).
-   * The reaper judges leases against this, so a backlog never reads as silence.
+   * else when the bus took the latest event applied (null when none has been since start), but
+   * never past an older event still waiting (given back for a retry while the database was
+   * away, say, while newer ones applied). The reaper judges leases against this, so a backlog
+   * never reads as silence.
    */
   caughtUpTo(): Promise<Date | null>;
   stop(): Promise<void>;
@@ -80,11 +82,17 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
   // retries (the database did not answer). Only deferrals may stand while caught up.
   const deferred = new Set<number>();
   const retrying = new Set<number>();
+  // Stream sequence → when the bus took it, of every event received and not yet settled
+  // (applied, dead-lettered or deferred), retries included: the ledger has caught up only to
+  // just before the oldest of them, however new the latest one applied.
+  const unsettled = new Map<number, number>();
+  const settled = (m: JsMsg) => unsettled.delete(m.info.streamSequence);
 
   const reader = (async () => {
     for await (const m of messages) {
       deferred.delete(m.info.streamSequence);
       retrying.delete(m.info.streamSequence);
+      unsettled.set(m.info.streamSequence, m.info.timestampNanos / 1e6);
       queue.push({ m, parsed: parseEvent(m.data) });
       wake();
     }
@@ -131,6 +139,7 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
   ) {
     try {
       await deadLetter(js, topo, m, { reason, issues, consumer: topo.ledgerConsumer, eventId });
+      settled(m);
       log.warn(
         { jobId, eventId, subject: m.subject, seq: m.info.streamSequence, reason, issues },
         'event dead-lettered',
@@ -167,6 +176,7 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
       switch (outcome.kind) {
         case 'applied':
           m.ack();
+          settled(m);
           if (event.type === 'backup.progress')
             log.debug({ ...fields, status: outcome.job.status }, outcome.note);
           else
@@ -177,10 +187,12 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
           break;
         case 'ignored':
           m.ack();
+          settled(m);
           log.debug({ ...fields, why: outcome.why }, 'event changed nothing');
           break;
         case 'duplicate':
           m.ack();
+          settled(m);
           log.debug(fields, 'event already applied');
           break;
         case 'rejected':
@@ -197,6 +209,7 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
             );
           } else {
             deferred.add(m.info.streamSequence);
+            settled(m); // a deferral may stand while caught up (its job is not known yet)
             m.nak(opts.deferDelayMs);
             log.info(
               { ...fields, why: outcome.why, deliveries: m.info.deliveryCount },
@@ -220,6 +233,9 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
         // ours (not one given back for a retry, nor one held by a ledger that died).
         if (info.num_pending === 0 && info.num_ack_pending <= deferred.size) return new Date();
       }
+      const oldestWaiting = Math.min(...unsettled.values());
+      if (latestApplied !== null && oldestWaiting <= latestApplied.getTime())
+        return new Date(oldestWaiting - 1);
       return latestApplied;
     },
     async stop() {
