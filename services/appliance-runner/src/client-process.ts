@@ -4,53 +4,16 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Logger } from '@tidemark/shared/log';
 import type { JobType, StartData, CompletedDiskData } from '@tidemark/shared/events/schemas';
-import { z } from 'zod';
+import {
+  ClientEnv,
+  COMMIT_LINE,
+  tuningEnv,
+  parseLine,
+  type ParsedLine,
+} from '@tidemark/backup-client/protocol';
 
-/** What the client prints on stdout, checked at the edge: anything else is only logged. */
-const DiskResult = z.object({
-  diskKey: z.string(),
-  changeId: z.string(),
-  bytesTransferred: z.number().int().min(0),
-  targetPath: z.string(),
-  bytesTotal: z.number().int().min(0),
-  fullReason: z.string().min(1).max(1024).nullable().default(null),
-  canary: z
-    .object({
-      sampledBytes: z.number().int().min(0),
-      mismatchedBytes: z.number().int().min(0),
-    })
-    .nullable()
-    .default(null),
-});
-const ClientLine = z.union([
-  z.object({
-    type: z.literal('progress'),
-    phase: z.enum(['preparing', 'copying', 'flushing', 'finalizing']),
-    disks: z.array(
-      z.object({
-        diskKey: z.string(),
-        bytesDone: z.number().int().min(0),
-        bytesTotal: z.number().int().min(0),
-      }),
-    ),
-    bytesPerSecond: z.number().int().min(0),
-  }),
-  z.object({
-    type: z.literal('result'),
-    status: z.literal('completed'),
-    disks: z.array(DiskResult),
-    bytesTransferred: z.number().int().min(0),
-  }),
-  z.object({
-    type: z.literal('result'),
-    status: z.literal('failed'),
-    code: z.string(),
-    message: z.string(),
-    retryable: z.boolean(),
-    finishedDisks: z.array(DiskResult).default([]),
-  }),
-]);
-export type ClientProgress = Extract<z.output<typeof ClientLine>, { type: 'progress' }>;
+/** A progress line of the client, as the runner relays it. */
+export type ClientProgress = Extract<ParsedLine, { type: 'progress' }>;
 
 export type ClientOutcome =
   | { status: 'completed'; disks: CompletedDiskData[]; bytesTransferred: number }
@@ -104,23 +67,15 @@ export async function startClient(opts: {
   );
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
-    TIDEMARK_JOB_ID: opts.jobId,
-    TIDEMARK_PREVIOUS_CHANGE_ID: JSON.stringify(previous),
-    TIDEMARK_WORK_DIR: opts.workDir,
+    [ClientEnv.JobId]: opts.jobId,
+    [ClientEnv.PreviousChangeId]: JSON.stringify(previous),
+    [ClientEnv.WorkDir]: opts.workDir,
     TIDEMARK_LOG_LEVEL: process.env.TIDEMARK_LOG_LEVEL ?? 'info',
     // The client stops when our end of its stdin closes: it never outlives a dead runner.
-    TIDEMARK_EXIT_WITH_PARENT: '1',
+    [ClientEnv.ExitWithParent]: '1',
   };
-  // Copy tuning is the operator's to set on the runner; it passes through.
-  for (const key of [
-    'TIDEMARK_COPY_CHUNK_KIB',
-    'TIDEMARK_COPY_IN_FLIGHT',
-    'TIDEMARK_COPY_MAX_MBPS',
-    'TIDEMARK_CANARY_BLOCKS',
-    'TIDEMARK_CANARY_BLOCK_KIB',
-    'TIDEMARK_CANARY_SEED',
-  ] as const)
-    if (process.env[key]) env[key] = process.env[key];
+  // Copy and canary tuning are the operator's to set on the runner; they pass through.
+  for (const key of tuningEnv) if (process.env[key]) env[key] = process.env[key];
   const child = spawn(process.execPath, [opts.clientMain, 'backup', '--job', jobFile], {
     env,
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -130,18 +85,12 @@ export async function startClient(opts: {
   let garbage = 0;
   const stdout = createInterface({ input: child.stdout });
   stdout.on('line', (text) => {
-    let parsed: z.ZodSafeParseResult<z.output<typeof ClientLine>>;
-    try {
-      parsed = ClientLine.safeParse(JSON.parse(text));
-    } catch {
-      parsed = ClientLine.safeParse(undefined);
-    }
-    if (!parsed.success) {
+    const line = parseLine(text);
+    if (!line) {
       garbage++;
       opts.log.warn({ line: text.slice(0, 500) }, 'client printed a line that is not its protocol');
       return;
     }
-    const line = parsed.data;
     if (line.type === 'progress') opts.onProgress(line);
     else if (line.status === 'completed') {
       result = { status: 'completed', disks: line.disks, bytesTransferred: line.bytesTransferred };
@@ -197,10 +146,10 @@ export async function startClient(opts: {
     outcome,
     exited,
     commit() {
-      child.stdin.end('commit\n');
+      child.stdin.end(COMMIT_LINE);
     },
     keepTracking() {
-      child.stdin.end(); // a closed stdin without "commit": the client never commits
+      child.stdin.end(); // closed without COMMIT_LINE: the client never commits
     },
     stop(graceMs = 10_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;

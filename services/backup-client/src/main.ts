@@ -10,7 +10,8 @@ import { z } from 'zod';
 import { DEFAULT_CANARY, type CanaryOptions } from './copy/canary';
 import { ClientError } from './errors';
 import { ClientJobSpec, runJob, type ClientJob } from './job';
-import { ProgressReporter, type ResultLine } from './progress';
+import { ProgressReporter } from './progress';
+import { ClientEnv, COMMIT_LINE, formatLine, type ClientLine, type ResultLine } from './protocol';
 import { stopAllServers } from './qemu/process';
 import { restoreChain } from './restore';
 import { QemuImageDriver } from './source/qemu-image';
@@ -19,7 +20,7 @@ import { verifyChain } from './verify';
 
 const USAGE = `usage:
   tidemark-backup-client backup --job <file | ->
-      env: TIDEMARK_JOB_ID (required), TIDEMARK_PREVIOUS_CHANGE_ID (JSON {"<disk key>": "<change_id>"},
+      env: ${ClientEnv.JobId} (required), ${ClientEnv.PreviousChangeId} (JSON {"<disk key>": "<change_id>"},
            or one change_id for a one-disk job)
   tidemark-backup-client restore --from <chain top .qcow2> --to <new file> [--format raw|qcow2]
   tidemark-backup-client verify <chain top .qcow2>
@@ -29,6 +30,9 @@ exit: 0 done, 1 failed, 2 usage or configuration error, 130 interrupted.`;
 /** A usage or configuration error: exit 2 before anything is touched. */
 class UsageError extends Error {}
 
+/** A line of the runner's protocol. */
+const send = (line: ClientLine): void => void process.stdout.write(formatLine(line));
+/** restore's and verify's own JSON lines. */
 const out = (line: object): void => void process.stdout.write(`${JSON.stringify(line)}\n`);
 
 function readJobSpec(file: string): ClientJobSpec {
@@ -52,7 +56,7 @@ function readJobSpec(file: string): ClientJobSpec {
   return parsed.data;
 }
 
-/** Applies TIDEMARK_PREVIOUS_CHANGE_ID to the job's disks; it must agree with the job file. */
+/** Applies the previous change_ids from the environment to the job's disks; it must agree with the job file. */
 function applyPreviousChangeIds(spec: ClientJobSpec, raw: string | undefined): void {
   if (raw === undefined || raw === '') return;
   let byDisk: Record<string, string | null>;
@@ -62,36 +66,36 @@ function applyPreviousChangeIds(spec: ClientJobSpec, raw: string | undefined): v
     try {
       json = JSON.parse(trimmed);
     } catch {
-      throw new UsageError('TIDEMARK_PREVIOUS_CHANGE_ID: starts with "{" but is not JSON');
+      throw new UsageError(`${ClientEnv.PreviousChangeId}: starts with "{" but is not JSON`);
     }
     const parsed = z.record(z.string(), ChangeId.nullable()).safeParse(json);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       throw new UsageError(
-        `TIDEMARK_PREVIOUS_CHANGE_ID: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
+        `${ClientEnv.PreviousChangeId}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
       );
     }
     byDisk = parsed.data;
   } else {
     if (spec.disks.length !== 1)
       throw new UsageError(
-        'TIDEMARK_PREVIOUS_CHANGE_ID: a job with several disks needs a JSON object {"<disk key>": "<change_id>"}',
+        `${ClientEnv.PreviousChangeId}: a job with several disks needs a JSON object {"<disk key>": "<change_id>"}`,
       );
     const parsed = ChangeId.safeParse(trimmed);
     if (!parsed.success)
-      throw new UsageError(`TIDEMARK_PREVIOUS_CHANGE_ID: ${parsed.error.issues[0]?.message}`);
+      throw new UsageError(`${ClientEnv.PreviousChangeId}: ${parsed.error.issues[0]?.message}`);
     byDisk = { [(spec.disks[0] as { diskKey: string }).diskKey]: parsed.data };
   }
   const keys = new Set(spec.disks.map((d) => d.diskKey));
   for (const key of Object.keys(byDisk))
     if (!keys.has(key))
-      throw new UsageError(`TIDEMARK_PREVIOUS_CHANGE_ID: disk "${key}" is not a disk of the job`);
+      throw new UsageError(`${ClientEnv.PreviousChangeId}: disk "${key}" is not a disk of the job`);
   for (const disk of spec.disks) {
     if (!(disk.diskKey in byDisk)) continue;
     const fromEnv = byDisk[disk.diskKey] ?? null;
     if (disk.previousChangeId !== null && disk.previousChangeId !== fromEnv)
       throw new UsageError(
-        `TIDEMARK_PREVIOUS_CHANGE_ID: disk "${disk.diskKey}" is ${JSON.stringify(fromEnv)} but the job says ${JSON.stringify(disk.previousChangeId)}`,
+        `${ClientEnv.PreviousChangeId}: disk "${disk.diskKey}" is ${JSON.stringify(fromEnv)} but the job says ${JSON.stringify(disk.previousChangeId)}`,
       );
     disk.previousChangeId = fromEnv;
   }
@@ -100,23 +104,23 @@ function applyPreviousChangeIds(spec: ClientJobSpec, raw: string | undefined): v
 async function backup(args: string[], log: Logger): Promise<number> {
   const { values } = parseArgs({ args, options: { job: { type: 'string' } }, strict: true });
   // The job id comes first: without it nothing is read, opened or copied.
-  const jobIdRaw = process.env.TIDEMARK_JOB_ID;
+  const jobIdRaw = process.env[ClientEnv.JobId];
   if (jobIdRaw === undefined || jobIdRaw === '')
     throw new UsageError(
-      'TIDEMARK_JOB_ID is not set: the client refuses to copy a disk whose change_id it could not report',
+      `${ClientEnv.JobId} is not set: the client refuses to copy a disk whose change_id it could not report`,
     );
   const jobId = JobId.safeParse(jobIdRaw);
-  if (!jobId.success) throw new UsageError(`TIDEMARK_JOB_ID: ${jobId.error.issues[0]?.message}`);
+  if (!jobId.success) throw new UsageError(`${ClientEnv.JobId}: ${jobId.error.issues[0]?.message}`);
   if (!values.job) throw new UsageError('--job <file | -> is required');
   const spec = readJobSpec(values.job);
-  applyPreviousChangeIds(spec, process.env.TIDEMARK_PREVIOUS_CHANGE_ID);
+  applyPreviousChangeIds(spec, process.env[ClientEnv.PreviousChangeId]);
   const job: ClientJob = { ...spec, jobId: jobId.data };
   const copy = copyTuning();
   const canary = canaryTuning();
   const jobLog = forJob(log, job.jobId, { jobType: job.jobType });
 
   const workDir = mkdtempSync(
-    join(socketSafeBase(process.env.TIDEMARK_WORK_DIR), 'tidemark-client-'),
+    join(socketSafeBase(process.env[ClientEnv.WorkDir]), 'tidemark-client-'),
   );
   const abort = new AbortController();
   let interrupts = 0;
@@ -135,16 +139,16 @@ async function backup(args: string[], log: Logger): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  // Under a runner: stdin is a pipe from it. It writes "commit" once our result is on the bus;
+  // Under a runner: stdin is a pipe from it. It writes COMMIT_LINE once our result is on the bus;
   // when the pipe closes the runner is gone (even SIGKILLed) and the job will be redone
   // elsewhere, so a copy still running stops and cleans up.
-  const underRunner = process.env.TIDEMARK_EXIT_WITH_PARENT === '1';
+  const underRunner = process.env[ClientEnv.ExitWithParent] === '1';
   if (underRunner) {
     let buffered = '';
     process.stdin.setEncoding('utf8');
     process.stdin.on('data', (chunk: string) => {
       buffered += chunk;
-      if (buffered.includes('commit\n')) {
+      if (buffered.includes(COMMIT_LINE)) {
         committed = true;
         confirm?.(true);
       }
@@ -163,8 +167,8 @@ async function backup(args: string[], log: Logger): Promise<number> {
       parentGone();
     });
   }
-  const intervalMs = Number(process.env.TIDEMARK_PROGRESS_INTERVAL_MS ?? 1000);
-  const progress = new ProgressReporter(job.jobId, out, intervalMs > 0 ? intervalMs : 1000);
+  const intervalMs = Number(process.env[ClientEnv.ProgressIntervalMs] ?? 1000);
+  const progress = new ProgressReporter(job.jobId, send, intervalMs > 0 ? intervalMs : 1000);
   let result: ResultLine;
   try {
     jobLog.info(
@@ -181,7 +185,7 @@ async function backup(args: string[], log: Logger): Promise<number> {
       canary,
       confirmCommit: underRunner
         ? async (completed) => {
-            out(completed);
+            send(completed);
             resultPrinted = true;
             if (committed) return true;
             if (stdinClosed || abort.signal.aborted) return false;
@@ -201,7 +205,7 @@ async function backup(args: string[], log: Logger): Promise<number> {
       retryable: true,
     };
   }
-  if (!resultPrinted) out(result);
+  if (!resultPrinted) send(result);
   jobLog.info({ status: result.status }, 'job ended');
   process.stdin.destroy();
   if (result.status === 'completed') return 0;
@@ -214,7 +218,7 @@ const SUN_PATH_MAX = 107;
 const SOCKET_NAME_ROOM = 48;
 
 /**
- * Where the client's work directory goes: TIDEMARK_WORK_DIR (else the system temp dir), unless
+ * Where the client's work directory goes: `ClientEnv.WorkDir` (else the system temp dir), unless
  * its sockets would not fit a Unix socket path there (qemu-nbd refuses them: "too long"); then
  * the system temp dir, or /tmp.
  */
@@ -225,33 +229,33 @@ export function socketSafeBase(wanted: string | undefined): string {
 }
 
 /**
- * Optional tuning: TIDEMARK_COPY_CHUNK_KIB (request size), TIDEMARK_COPY_IN_FLIGHT and
- * TIDEMARK_COPY_MAX_MBPS (a read-rate limit, MB = 10^6 bytes, per disk).
+ * Optional copy tuning: the request size, the requests in flight and a read-rate
+ * limit (MB = 10^6 bytes, per disk).
  */
 function copyTuning(): { chunkSize?: number; inFlight?: number; maxBytesPerSecond?: number } {
   const out: { chunkSize?: number; inFlight?: number; maxBytesPerSecond?: number } = {};
-  const mbps = process.env.TIDEMARK_COPY_MAX_MBPS;
+  const mbps = process.env[ClientEnv.CopyMaxMbps];
   if (mbps !== undefined && mbps !== '') {
     const n = Number(mbps);
     if (!Number.isFinite(n) || n <= 0 || n > 100_000)
-      throw new UsageError(`TIDEMARK_COPY_MAX_MBPS: must be a number above 0, not "${mbps}"`);
+      throw new UsageError(`${ClientEnv.CopyMaxMbps}: must be a number above 0, not "${mbps}"`);
     out.maxBytesPerSecond = n * 1e6;
   }
-  const kib = process.env.TIDEMARK_COPY_CHUNK_KIB;
+  const kib = process.env[ClientEnv.CopyChunkKib];
   if (kib !== undefined && kib !== '') {
     const n = Number(kib);
     if (!Number.isInteger(n) || n < 64 || n > 32768 || n % 64 !== 0)
       throw new UsageError(
-        `TIDEMARK_COPY_CHUNK_KIB: must be a multiple of 64 from 64 to 32768, not "${kib}"`,
+        `${ClientEnv.CopyChunkKib}: must be a multiple of 64 from 64 to 32768, not "${kib}"`,
       );
     out.chunkSize = n * 1024;
   }
-  const inFlight = process.env.TIDEMARK_COPY_IN_FLIGHT;
+  const inFlight = process.env[ClientEnv.CopyInFlight];
   if (inFlight !== undefined && inFlight !== '') {
     const n = Number(inFlight);
     if (!Number.isInteger(n) || n < 1 || n > 256)
       throw new UsageError(
-        `TIDEMARK_COPY_IN_FLIGHT: must be a whole number from 1 to 256, not "${inFlight}"`,
+        `${ClientEnv.CopyInFlight}: must be a whole number from 1 to 256, not "${inFlight}"`,
       );
     out.inFlight = n;
   }
@@ -259,8 +263,8 @@ function copyTuning(): { chunkSize?: number; inFlight?: number; maxBytesPerSecon
 }
 
 /**
- * The CBT canary of each incremental disk: TIDEMARK_CANARY_BLOCKS blocks (default 64; 0 turns
- * it off) of TIDEMARK_CANARY_BLOCK_KIB (default 64), sampled with TIDEMARK_CANARY_SEED when set.
+ * The CBT canary of each incremental disk: `ClientEnv.CanaryBlocks` blocks (default 64; 0 turns
+ * it off) of `ClientEnv.CanaryBlockKib` (default 64), sampled with `ClientEnv.CanarySeed` when set.
  */
 function canaryTuning(): CanaryOptions {
   const whole = (name: string, min: number, max: number, fallback: number): number => {
@@ -271,9 +275,9 @@ function canaryTuning(): CanaryOptions {
       throw new UsageError(`${name}: must be a whole number from ${min} to ${max}, not "${raw}"`);
     return n;
   };
-  const blocks = whole('TIDEMARK_CANARY_BLOCKS', 0, 65536, DEFAULT_CANARY.blocks);
-  const kib = whole('TIDEMARK_CANARY_BLOCK_KIB', 4, 4096, DEFAULT_CANARY.blockSize / 1024);
-  const seed = whole('TIDEMARK_CANARY_SEED', 0, 2 ** 32 - 1, -1);
+  const blocks = whole(ClientEnv.CanaryBlocks, 0, 65536, DEFAULT_CANARY.blocks);
+  const kib = whole(ClientEnv.CanaryBlockKib, 4, 4096, DEFAULT_CANARY.blockSize / 1024);
+  const seed = whole(ClientEnv.CanarySeed, 0, 2 ** 32 - 1, -1);
   return { blocks, blockSize: kib * 1024, ...(seed >= 0 ? { seed } : {}) };
 }
 
@@ -291,7 +295,9 @@ async function restore(args: string[], log: Logger): Promise<number> {
   if (!values.to) throw new UsageError('--to <new file> is required');
   if (values.format !== 'raw' && values.format !== 'qcow2')
     throw new UsageError(`--format: must be raw or qcow2, not "${values.format}"`);
-  const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-restore-'));
+  const workDir = mkdtempSync(
+    join(process.env[ClientEnv.WorkDir] || tmpdir(), 'tidemark-restore-'),
+  );
   try {
     const r = await restoreChain(values.from, values.to, values.format, { workDir, log, out });
     out({ type: 'result', status: 'completed', ...r });
@@ -306,7 +312,7 @@ async function verify(args: string[], log: Logger): Promise<number> {
   const { positionals } = parseArgs({ args, allowPositionals: true, strict: true });
   const image = positionals[0];
   if (!image || positionals.length > 1) throw new UsageError('verify takes one image path');
-  const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-verify-'));
+  const workDir = mkdtempSync(join(process.env[ClientEnv.WorkDir] || tmpdir(), 'tidemark-verify-'));
   try {
     const r = await verifyChain(image, { workDir, log, out });
     out({ type: 'result', ...r });
@@ -349,7 +355,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const e = err instanceof ClientError ? err : new ClientError('COPY_FAILED', String(err), true);
-    out({
+    send({
       type: 'result',
       status: 'failed',
       code: e.code,
