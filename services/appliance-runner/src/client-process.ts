@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { isRetryable, type FailureCode } from '@tidemark/shared/events/failure-codes';
 import type { Logger } from '@tidemark/shared/log';
 import type { JobType, StartData, CompletedDiskData } from '@tidemark/shared/events/schemas';
 import {
@@ -120,7 +121,7 @@ export async function startClient(opts: {
       void rm(jobFile, { force: true });
       if (spawnError)
         return resolve(
-          fail('CLIENT_NOT_STARTED', `cannot start the backup client: ${spawnError.message}`, true),
+          fail('CLIENT_NOT_STARTED', `cannot start the backup client: ${spawnError.message}`),
         );
       if (result && (result.status === 'failed' || code === 0)) return resolve(result);
       const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
@@ -129,14 +130,12 @@ export async function startClient(opts: {
           fail(
             'CLIENT_OUTPUT_INVALID',
             `the backup client ${how} and printed ${garbage} line(s) that are not its protocol, no result`,
-            true,
           ),
         );
       resolve(
         fail(
           'CLIENT_EXITED',
           `the backup client ${how} without a result${lastStderr ? `; last log: ${lastStderr.slice(0, 500)}` : ''}`,
-          true,
         ),
       );
     });
@@ -160,6 +159,7 @@ export async function startClient(opts: {
   };
 }
 
-function fail(code: string, message: string, retryable: boolean): ClientOutcome {
-  return { status: 'failed', code, message, retryable, finishedDisks: [] };
+/** A failure of the runner's own finding; retryable as the table says. */
+function fail(code: FailureCode, message: string): ClientOutcome {
+  return { status: 'failed', code, message, retryable: isRetryable(code), finishedDisks: [] };
 }

@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from '@tidemark/shared/errors';
 import { createLogger, forJob, type Logger } from '@tidemark/shared/log';
 import { loadConfig, type ClientConfig, type PreviousChangeIds } from './config';
-import { ClientError } from './errors';
+import { ClientError, type ClientErrorCode } from './errors';
 import { ClientJobSpec, runJob, type ClientJob } from './job';
 import { ProgressReporter } from './progress';
 import { ClientEnv, COMMIT_LINE, formatLine, type ClientLine, type ResultLine } from './protocol';
@@ -169,7 +169,7 @@ async function backup(args: string[], log: Logger, config: ClientConfig): Promis
   if (abort.signal.aborted && result.status === 'failed') {
     result = {
       ...result,
-      code: 'INTERRUPTED',
+      code: 'INTERRUPTED' satisfies ClientErrorCode,
       message: 'interrupted; nothing half-written kept',
       retryable: true,
     };
