@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { isRetryable, type FailureCode } from '@tidemark/shared/events/failure-codes';
+import { isRetryable, knownFailure, type FailureCode } from '@tidemark/shared/events/failure-codes';
 import type { Logger } from '@tidemark/shared/log';
 import type { JobType, StartData, CompletedDiskData } from '@tidemark/shared/events/schemas';
 import {
@@ -20,7 +20,7 @@ export type ClientOutcome =
   | { status: 'completed'; disks: CompletedDiskData[]; bytesTransferred: number }
   | {
       status: 'failed';
-      code: string;
+      code: FailureCode;
       message: string;
       retryable: boolean;
       finishedDisks: CompletedDiskData[];
@@ -99,8 +99,11 @@ export async function startClient(opts: {
     } else
       result = {
         status: 'failed',
-        code: /^[A-Z0-9_]{1,64}$/.test(line.code) ? line.code : 'CLIENT_FAILED',
-        message: line.message.slice(0, 4000) || 'the client failed without a message',
+        // A code this runner does not know (another client version's) goes out as CLIENT_FAILED.
+        ...knownFailure(
+          line.code,
+          line.message.slice(0, 4000) || 'the client failed without a message',
+        ),
         retryable: line.retryable,
         finishedDisks: line.finishedDisks,
       };

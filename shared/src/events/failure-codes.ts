@@ -52,7 +52,7 @@ export const FailureCode = {
   CLIENT_FAILED: {
     retryable: false,
     meaning:
-      'the backup client reported a failure with a code that is not one; its message is kept',
+      'a failure reported with a code this table does not hold (a client or publisher of another version); that code leads the message',
   },
   REPOSITORY_UNKNOWN: {
     retryable: true,
@@ -90,8 +90,18 @@ export type FailureCode = keyof typeof FailureCode;
 
 export const failureCodes = Object.keys(FailureCode) as [FailureCode, ...FailureCode[]];
 
-/** A code of the table. */
+/** A code of the table: what `backup.failed` v2 carries. */
 export const FailureCodeSchema = z.enum(failureCodes);
+
+/**
+ * A code as `backup.failed` v1 and the ledger's `jobs.fail` take it: any UPPER_SNAKE_CASE word,
+ * so every one a publisher of those ever sent is still read (through `knownFailure`).
+ */
+export const ReportedCode = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Z0-9_]+$/, 'must be UPPER_SNAKE_CASE');
 
 export function isFailureCode(code: string): code is FailureCode {
   return Object.hasOwn(FailureCode, code);
@@ -100,4 +110,17 @@ export function isFailureCode(code: string): code is FailureCode {
 /** Whether a job failed with `code` is worth running again, where nothing more is known. */
 export function isRetryable(code: FailureCode): boolean {
   return FailureCode[code].retryable;
+}
+
+/**
+ * A reported failure in the table's terms: a code the table holds stays; any other becomes
+ * CLIENT_FAILED, the reported code (when it is one) leading the message, so nothing is lost.
+ */
+export function knownFailure(
+  code: string,
+  message: string,
+): { code: FailureCode; message: string } {
+  if (isFailureCode(code)) return { code, message };
+  const reported = ReportedCode.safeParse(code).success ? `${code}: ` : '';
+  return { code: 'CLIENT_FAILED', message: `${reported}${message}`.slice(0, 4096) };
 }
