@@ -4,6 +4,7 @@ export * from './config';
 export * from './log';
 export * from './events/ids';
 export * from './events/schemas';
+export * from './events/failure-codes';
 export * from './events/envelope';
 export * from './nats/topology';
 export * from './nats/deadletter';

@@ -9,6 +9,7 @@ import {
   ValidationError,
   type FieldIssue,
 } from './errors';
+import { ReportedCode } from './events/failure-codes';
 import { DirPath, DiskKey, DiskSource, JobId, RecordId, VmName } from './events/ids';
 import {
   CompletedDataV1,
@@ -113,11 +114,8 @@ export const querySchemas = {
   /** Fails a job that never ran, e.g. one whose backup.start could not be published. */
   'jobs.fail': z.object({
     jobId: JobId,
-    code: z
-      .string()
-      .min(1)
-      .max(64)
-      .regex(/^[A-Z0-9_]+$/, 'must be UPPER_SNAKE_CASE'),
+    /** Read as a `backup.failed` v1 code is: one outside the table is kept as CLIENT_FAILED. */
+    code: ReportedCode,
     message: z.string().min(1).max(4096),
     retryable: z.boolean(),
   }),

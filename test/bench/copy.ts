@@ -35,6 +35,7 @@ import {
   type ResultDisk,
   type DiskWrite,
 } from '../support/disks';
+import { ClientEnv } from '@tidemark/backup-client/protocol';
 import { qemuNbdEnv } from '@tidemark/backup-client/qemu/image';
 import { runToolRaw, ToolError } from '@tidemark/backup-client/qemu/process';
 import { writeResults } from './stats';
@@ -225,9 +226,9 @@ async function clientBackup(
   });
   const t0 = performance.now();
   const r = await runClient(['backup', '--job', jobFile], {
-    TIDEMARK_JOB_ID: jobId,
-    TIDEMARK_PREVIOUS_CHANGE_ID: target.previousChangeId,
-    TIDEMARK_WORK_DIR: dir,
+    [ClientEnv.JobId]: jobId,
+    [ClientEnv.PreviousChangeId]: target.previousChangeId,
+    [ClientEnv.WorkDir]: dir,
   });
   const seconds = (performance.now() - t0) / 1000;
   const [disk] = completedDisks(r);

@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { manifestPath } from '@tidemark/backup-client/protocol';
 import { formatBytes, formatTable } from '@tidemark/cli/format';
 import { busTopology, redactUrl } from '@tidemark/shared';
 import { createConnection } from 'mysql2/promise';
@@ -119,7 +120,7 @@ interface JobSummary {
 function manifestWritten(targets: string[]): number {
   let sum = 0;
   for (const t of targets) {
-    const m = JSON.parse(readFileSync(`${t}.tidemark.json`, 'utf8')) as {
+    const m = JSON.parse(readFileSync(manifestPath(t), 'utf8')) as {
       written: Array<[number, number, string | null]>;
     };
     for (const [, length] of m.written) sum += length;

@@ -194,7 +194,7 @@ describe('the bus with one user per service (infra/nats/secure.conf)', () => {
       return makeEvent(type, {
         jobId,
         jobType,
-        data: { code: 'X', message: 'x', retryable: false },
+        data: { code: 'COPY_FAILED', message: 'x', retryable: false },
       });
     };
     const attempts = [

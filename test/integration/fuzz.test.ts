@@ -94,7 +94,7 @@ describe('fuzz', () => {
       makeEvent('backup.failed', {
         jobId: 'job-f1',
         jobType: 'backup',
-        data: { code: 'X', message: 'm', retryable: true, vmName: vm },
+        data: { code: 'COPY_FAILED', message: 'm', retryable: true, vmName: vm },
       }),
       makeEvent('backup.cancel', { jobId: 'job-f1', jobType: 'backup', data: { reason: 'r' } }),
     ].map((e) => ({ type: e.type, doc: e as unknown as Json }));

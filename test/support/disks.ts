@@ -8,6 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { DiskResult } from '@tidemark/backup-client/protocol';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -113,13 +114,7 @@ export interface ClientRun {
 }
 
 /** One disk of a completed result line. */
-export interface ResultDisk {
-  diskKey: string;
-  changeId: string;
-  bytesTransferred: number;
-  targetPath: string;
-  bytesTotal: number;
-}
+export type ResultDisk = DiskResult;
 
 /** The disks of a completed run; throws with the result and the client's log otherwise. */
 export function completedDisks(r: ClientRun): ResultDisk[] {

@@ -11,6 +11,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { ClientEnv } from '@tidemark/backup-client/protocol';
 
 const repoRoot = [resolve(__dirname, '../..'), resolve(__dirname, '../../..')].find((dir) =>
   existsSync(join(dir, 'services', 'backup-client', 'package.json')),
@@ -25,15 +26,15 @@ function runReal(): never {
 }
 
 export function fakeClient(mode: string): void {
-  const work = process.env.TIDEMARK_WORK_DIR ?? '.';
-  const jobId = process.env.TIDEMARK_JOB_ID ?? 'none';
+  const work = process.env[ClientEnv.WorkDir] ?? '.';
+  const jobId = process.env[ClientEnv.JobId] ?? 'none';
   switch (mode) {
     case 'record':
       writeFileSync(
         join(dirname(work), `client-env-${jobId}.json`),
         JSON.stringify({
-          TIDEMARK_JOB_ID: process.env.TIDEMARK_JOB_ID ?? null,
-          TIDEMARK_PREVIOUS_CHANGE_ID: process.env.TIDEMARK_PREVIOUS_CHANGE_ID ?? null,
+          [ClientEnv.JobId]: process.env[ClientEnv.JobId] ?? null,
+          [ClientEnv.PreviousChangeId]: process.env[ClientEnv.PreviousChangeId] ?? null,
           argv: process.argv.slice(2),
           envKeys: Object.keys(process.env).sort(),
         }),
@@ -55,7 +56,7 @@ export function fakeClient(mode: string): void {
       return runReal();
     case 'kill-runner': {
       const env = { ...process.env };
-      delete env.TIDEMARK_EXIT_WITH_PARENT; // on its own: it does not wait for a commit
+      delete env[ClientEnv.ExitWithParent]; // on its own: it does not wait for a commit
       const r = spawnSync(process.execPath, [realClient, ...process.argv.slice(2)], {
         env,
         stdio: ['ignore', 'ignore', 'inherit'],

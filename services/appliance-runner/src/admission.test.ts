@@ -1,5 +1,5 @@
 import type { CompletedDiskData, JobView } from '@tidemark/shared';
-import { admit, LEDGER_WAIT_MS, type AdmissionFacts } from './admission';
+import { admit, LEDGER_WAIT_MS, type AdmissionFacts, type Refusal } from './admission';
 
 const LOCK_WAIT = 30_000;
 
@@ -77,7 +77,7 @@ describe('admission of a backup.start delivery', () => {
   });
 
   it('given paths outside the repository, then the job is refused before any lock is taken', () => {
-    const refusal = { code: 'PATH_OUTSIDE_REPOSITORY', message: 'no', retryable: false };
+    const refusal: Refusal = { code: 'PATH_OUTSIDE_REPOSITORY', message: 'no', retryable: false };
     expect(admit(facts({ record: 'unknown' }), LOCK_WAIT)).toEqual({ kind: 'need', fact: 'paths' });
     expect(admit(facts({ record: 'unknown', paths: refusal }), LOCK_WAIT)).toEqual({
       kind: 'refuse',

@@ -1,8 +1,8 @@
-import type { CompletedDiskData, JobType, JobView } from '@tidemark/shared';
+import type { CompletedDiskData, FailureCode, JobType, JobView } from '@tidemark/shared';
 
 /** A refusal the runner reports as the job's `backup.failed`. */
 export interface Refusal {
-  code: string;
+  code: FailureCode;
   message: string;
   retryable: boolean;
 }

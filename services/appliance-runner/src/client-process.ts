@@ -2,61 +2,25 @@ import { spawn } from 'node:child_process';
 import { writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { isRetryable, knownFailure, type FailureCode } from '@tidemark/shared/events/failure-codes';
 import type { Logger } from '@tidemark/shared/log';
 import type { JobType, StartData, CompletedDiskData } from '@tidemark/shared/events/schemas';
-import { z } from 'zod';
+import {
+  ClientEnv,
+  COMMIT_LINE,
+  tuningEnv,
+  parseLine,
+  type ParsedLine,
+} from '@tidemark/backup-client/protocol';
 
-/** What the client prints on stdout, checked at the edge: anything else is only logged. */
-const DiskResult = z.object({
-  diskKey: z.string(),
-  changeId: z.string(),
-  bytesTransferred: z.number().int().min(0),
-  targetPath: z.string(),
-  bytesTotal: z.number().int().min(0),
-  fullReason: z.string().min(1).max(1024).nullable().default(null),
-  canary: z
-    .object({
-      sampledBytes: z.number().int().min(0),
-      mismatchedBytes: z.number().int().min(0),
-    })
-    .nullable()
-    .default(null),
-});
-const ClientLine = z.union([
-  z.object({
-    type: z.literal('progress'),
-    phase: z.enum(['preparing', 'copying', 'flushing', 'finalizing']),
-    disks: z.array(
-      z.object({
-        diskKey: z.string(),
-        bytesDone: z.number().int().min(0),
-        bytesTotal: z.number().int().min(0),
-      }),
-    ),
-    bytesPerSecond: z.number().int().min(0),
-  }),
-  z.object({
-    type: z.literal('result'),
-    status: z.literal('completed'),
-    disks: z.array(DiskResult),
-    bytesTransferred: z.number().int().min(0),
-  }),
-  z.object({
-    type: z.literal('result'),
-    status: z.literal('failed'),
-    code: z.string(),
-    message: z.string(),
-    retryable: z.boolean(),
-    finishedDisks: z.array(DiskResult).default([]),
-  }),
-]);
-export type ClientProgress = Extract<z.output<typeof ClientLine>, { type: 'progress' }>;
+/** A progress line of the client, as the runner relays it. */
+export type ClientProgress = Extract<ParsedLine, { type: 'progress' }>;
 
 export type ClientOutcome =
   | { status: 'completed'; disks: CompletedDiskData[]; bytesTransferred: number }
   | {
       status: 'failed';
-      code: string;
+      code: FailureCode;
       message: string;
       retryable: boolean;
       finishedDisks: CompletedDiskData[];
@@ -104,23 +68,15 @@ export async function startClient(opts: {
   );
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
-    TIDEMARK_JOB_ID: opts.jobId,
-    TIDEMARK_PREVIOUS_CHANGE_ID: JSON.stringify(previous),
-    TIDEMARK_WORK_DIR: opts.workDir,
+    [ClientEnv.JobId]: opts.jobId,
+    [ClientEnv.PreviousChangeId]: JSON.stringify(previous),
+    [ClientEnv.WorkDir]: opts.workDir,
     TIDEMARK_LOG_LEVEL: process.env.TIDEMARK_LOG_LEVEL ?? 'info',
     // The client stops when our end of its stdin closes: it never outlives a dead runner.
-    TIDEMARK_EXIT_WITH_PARENT: '1',
+    [ClientEnv.ExitWithParent]: '1',
   };
-  // Copy tuning is the operator's to set on the runner; it passes through.
-  for (const key of [
-    'TIDEMARK_COPY_CHUNK_KIB',
-    'TIDEMARK_COPY_IN_FLIGHT',
-    'TIDEMARK_COPY_MAX_MBPS',
-    'TIDEMARK_CANARY_BLOCKS',
-    'TIDEMARK_CANARY_BLOCK_KIB',
-    'TIDEMARK_CANARY_SEED',
-  ] as const)
-    if (process.env[key]) env[key] = process.env[key];
+  // Copy and canary tuning are the operator's to set on the runner; they pass through.
+  for (const key of tuningEnv) if (process.env[key]) env[key] = process.env[key];
   const child = spawn(process.execPath, [opts.clientMain, 'backup', '--job', jobFile], {
     env,
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -130,18 +86,12 @@ export async function startClient(opts: {
   let garbage = 0;
   const stdout = createInterface({ input: child.stdout });
   stdout.on('line', (text) => {
-    let parsed: z.ZodSafeParseResult<z.output<typeof ClientLine>>;
-    try {
-      parsed = ClientLine.safeParse(JSON.parse(text));
-    } catch {
-      parsed = ClientLine.safeParse(undefined);
-    }
-    if (!parsed.success) {
+    const line = parseLine(text);
+    if (!line) {
       garbage++;
       opts.log.warn({ line: text.slice(0, 500) }, 'client printed a line that is not its protocol');
       return;
     }
-    const line = parsed.data;
     if (line.type === 'progress') opts.onProgress(line);
     else if (line.status === 'completed') {
       result = { status: 'completed', disks: line.disks, bytesTransferred: line.bytesTransferred };
@@ -149,8 +99,11 @@ export async function startClient(opts: {
     } else
       result = {
         status: 'failed',
-        code: /^[A-Z0-9_]{1,64}$/.test(line.code) ? line.code : 'CLIENT_FAILED',
-        message: line.message.slice(0, 4000) || 'the client failed without a message',
+        // A code this runner does not know (another client version's) goes out as CLIENT_FAILED.
+        ...knownFailure(
+          line.code,
+          line.message.slice(0, 4000) || 'the client failed without a message',
+        ),
         retryable: line.retryable,
         finishedDisks: line.finishedDisks,
       };
@@ -171,7 +124,7 @@ export async function startClient(opts: {
       void rm(jobFile, { force: true });
       if (spawnError)
         return resolve(
-          fail('CLIENT_NOT_STARTED', `cannot start the backup client: ${spawnError.message}`, true),
+          fail('CLIENT_NOT_STARTED', `cannot start the backup client: ${spawnError.message}`),
         );
       if (result && (result.status === 'failed' || code === 0)) return resolve(result);
       const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
@@ -180,14 +133,12 @@ export async function startClient(opts: {
           fail(
             'CLIENT_OUTPUT_INVALID',
             `the backup client ${how} and printed ${garbage} line(s) that are not its protocol, no result`,
-            true,
           ),
         );
       resolve(
         fail(
           'CLIENT_EXITED',
           `the backup client ${how} without a result${lastStderr ? `; last log: ${lastStderr.slice(0, 500)}` : ''}`,
-          true,
         ),
       );
     });
@@ -197,10 +148,10 @@ export async function startClient(opts: {
     outcome,
     exited,
     commit() {
-      child.stdin.end('commit\n');
+      child.stdin.end(COMMIT_LINE);
     },
     keepTracking() {
-      child.stdin.end(); // a closed stdin without "commit": the client never commits
+      child.stdin.end(); // closed without COMMIT_LINE: the client never commits
     },
     stop(graceMs = 10_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
@@ -211,6 +162,7 @@ export async function startClient(opts: {
   };
 }
 
-function fail(code: string, message: string, retryable: boolean): ClientOutcome {
-  return { status: 'failed', code, message, retryable, finishedDisks: [] };
+/** A failure of the runner's own finding; retryable as the table says. */
+function fail(code: FailureCode, message: string): ClientOutcome {
+  return { status: 'failed', code, message, retryable: isRetryable(code), finishedDisks: [] };
 }

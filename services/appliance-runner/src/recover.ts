@@ -1,22 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import type { CompletedDiskData, StartData } from '@tidemark/shared/events/schemas';
-import { z } from 'zod';
-
-/** What the runner reads of the manifest the backup client writes beside each finished target. */
-const Manifest = z.object({
-  jobId: z.string(),
-  diskKey: z.string(),
-  changeId: z.string(),
-  size: z.number().int().min(0),
-  /** Absent in manifests of before per-disk full copies. */
-  fullReason: z.string().nullable().default(null),
-  /** Absent in manifests of before the CBT canary. */
-  canary: z
-    .object({ sampledBytes: z.number().int().min(0), mismatchedBytes: z.number().int().min(0) })
-    .nullable()
-    .default(null),
-  written: z.array(z.tuple([z.number().int(), z.number().int(), z.string().nullable()])),
-});
+import { Manifest, manifestPath } from '@tidemark/backup-client/protocol';
 
 /**
  * The result of an earlier attempt of this backup job whose copy finished on every disk (each
@@ -33,11 +17,9 @@ export async function finishedCopy(
   for (const d of start.disks) {
     const target = await stat(d.targetPath).catch(() => null);
     if (!target?.isFile()) return null;
-    let manifest: z.output<typeof Manifest>;
+    let manifest: Manifest;
     try {
-      manifest = Manifest.parse(
-        JSON.parse(await readFile(`${d.targetPath}.tidemark.json`, 'utf8')),
-      );
+      manifest = Manifest.parse(JSON.parse(await readFile(manifestPath(d.targetPath), 'utf8')));
     } catch {
       return null;
     }

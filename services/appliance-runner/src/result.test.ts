@@ -120,7 +120,14 @@ describe('the event a run of the client ends with', () => {
   });
 
   it('given a refusal, then a failure under the id given (a redelivered refusal is one event)', () => {
-    const e = failedEvent(job, { code: 'X', message: 'm', retryable: false }, 'job-1.failed.x');
-    expect(e).toMatchObject({ id: 'job-1.failed.x', data: { code: 'X', finishedDisks: [] } });
+    const e = failedEvent(
+      job,
+      { code: 'COPY_FAILED', message: 'm', retryable: false },
+      'job-1.failed.x',
+    );
+    expect(e).toMatchObject({
+      id: 'job-1.failed.x',
+      data: { code: 'COPY_FAILED', finishedDisks: [] },
+    });
   });
 });

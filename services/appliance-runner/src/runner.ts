@@ -19,6 +19,7 @@ import {
   type TidemarkEvent,
   natsConnectOptions,
 } from '@tidemark/shared';
+import { manifestPath, partialPath } from '@tidemark/backup-client/protocol';
 import type { RunnerConfig } from './config';
 import { startClient, type ClientOutcome, type ClientRun } from './client-process';
 import { admit, type Admission, type AdmissionFacts } from './admission';
@@ -79,7 +80,7 @@ interface Slot {
 /** The files a backup attempt writes; a replica is updated in place and is never among them. */
 async function removeAttemptFiles(start: StartData): Promise<void> {
   for (const d of start.disks)
-    for (const f of [d.targetPath, `${d.targetPath}.partial`, `${d.targetPath}.tidemark.json`])
+    for (const f of [d.targetPath, partialPath(d.targetPath), manifestPath(d.targetPath)])
       await rm(f, { force: true });
 }
 

@@ -1,19 +1,13 @@
-/** Stable failure codes of the backup client (they become `backup.failed`'s `code`). */
-export const ClientErrorCode = {
-  /** The previous change_id is unknown, missing or inconsistent: only a full backup is safe. */
-  FULL_BACKUP_REQUIRED: 'FULL_BACKUP_REQUIRED',
-  /** The source cannot be read (missing, wrong format, locked by another process). */
-  SOURCE_UNAVAILABLE: 'SOURCE_UNAVAILABLE',
-  /** The target cannot be written (exists, missing backing file, wrong size). */
-  TARGET_INVALID: 'TARGET_INVALID',
-  /** Copying failed (NBD or qemu tool error). */
-  COPY_FAILED: 'COPY_FAILED',
-  /** The client was interrupted (SIGINT/SIGTERM) and cleaned up. */
-  INTERRUPTED: 'INTERRUPTED',
-  /** Verify found a chain that does not hold what was written. */
-  VERIFY_FAILED: 'VERIFY_FAILED',
-} as const;
-export type ClientErrorCode = (typeof ClientErrorCode)[keyof typeof ClientErrorCode];
+import type { FailureCode } from '@tidemark/shared/events/failure-codes';
+
+/**
+ * The failure codes the backup client raises (they become `backup.failed`'s `code`); what each
+ * means is in shared's `FailureCode` table.
+ */
+export type ClientErrorCode = Extract<
+  FailureCode,
+  'FULL_BACKUP_REQUIRED' | 'SOURCE_UNAVAILABLE' | 'TARGET_INVALID' | 'COPY_FAILED' | 'INTERRUPTED'
+>;
 
 export class ClientError extends Error {
   override readonly name: string = 'ClientError';

@@ -1,5 +1,5 @@
 import { tmpdir } from 'node:os';
-import { socketSafeBase } from './main';
+import { socketSafeBase } from './config';
 
 describe('socketSafeBase', () => {
   it('keeps a work directory whose sockets fit a Unix socket path', () => {

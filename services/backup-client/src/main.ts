@@ -1,16 +1,14 @@
 #!/usr/bin/env node
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { ConfigError } from '@tidemark/shared/errors';
 import { createLogger, forJob, type Logger } from '@tidemark/shared/log';
-import { JobId } from '@tidemark/shared/events/ids';
-import { ChangeId } from '@tidemark/shared/events/ids';
-import { z } from 'zod';
-import { DEFAULT_CANARY, type CanaryOptions } from './copy/canary';
-import { ClientError } from './errors';
+import { loadConfig, type ClientConfig, type PreviousChangeIds } from './config';
+import { ClientError, type ClientErrorCode } from './errors';
 import { ClientJobSpec, runJob, type ClientJob } from './job';
-import { ProgressReporter, type ResultLine } from './progress';
+import { ProgressReporter } from './progress';
+import { ClientEnv, COMMIT_LINE, formatLine, type ClientLine, type ResultLine } from './protocol';
 import { stopAllServers } from './qemu/process';
 import { restoreChain } from './restore';
 import { QemuImageDriver } from './source/qemu-image';
@@ -19,7 +17,7 @@ import { verifyChain } from './verify';
 
 const USAGE = `usage:
   tidemark-backup-client backup --job <file | ->
-      env: TIDEMARK_JOB_ID (required), TIDEMARK_PREVIOUS_CHANGE_ID (JSON {"<disk key>": "<change_id>"},
+      env: ${ClientEnv.JobId} (required), ${ClientEnv.PreviousChangeId} (JSON {"<disk key>": "<change_id>"},
            or one change_id for a one-disk job)
   tidemark-backup-client restore --from <chain top .qcow2> --to <new file> [--format raw|qcow2]
   tidemark-backup-client verify <chain top .qcow2>
@@ -29,6 +27,9 @@ exit: 0 done, 1 failed, 2 usage or configuration error, 130 interrupted.`;
 /** A usage or configuration error: exit 2 before anything is touched. */
 class UsageError extends Error {}
 
+/** A line of the runner's protocol. */
+const send = (line: ClientLine): void => void process.stdout.write(formatLine(line));
+/** restore's and verify's own JSON lines. */
 const out = (line: object): void => void process.stdout.write(`${JSON.stringify(line)}\n`);
 
 function readJobSpec(file: string): ClientJobSpec {
@@ -52,72 +53,45 @@ function readJobSpec(file: string): ClientJobSpec {
   return parsed.data;
 }
 
-/** Applies TIDEMARK_PREVIOUS_CHANGE_ID to the job's disks; it must agree with the job file. */
-function applyPreviousChangeIds(spec: ClientJobSpec, raw: string | undefined): void {
-  if (raw === undefined || raw === '') return;
+/** Applies the previous change_ids of the environment to the job's disks; they must agree. */
+function applyPreviousChangeIds(spec: ClientJobSpec, ids: PreviousChangeIds | undefined): void {
+  if (ids === undefined) return;
+  const name = ClientEnv.PreviousChangeId;
   let byDisk: Record<string, string | null>;
-  const trimmed = raw.trim();
-  if (trimmed.startsWith('{')) {
-    let json: unknown;
-    try {
-      json = JSON.parse(trimmed);
-    } catch {
-      throw new UsageError('TIDEMARK_PREVIOUS_CHANGE_ID: starts with "{" but is not JSON');
-    }
-    const parsed = z.record(z.string(), ChangeId.nullable()).safeParse(json);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new UsageError(
-        `TIDEMARK_PREVIOUS_CHANGE_ID: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`,
-      );
-    }
-    byDisk = parsed.data;
-  } else {
-    if (spec.disks.length !== 1)
-      throw new UsageError(
-        'TIDEMARK_PREVIOUS_CHANGE_ID: a job with several disks needs a JSON object {"<disk key>": "<change_id>"}',
-      );
-    const parsed = ChangeId.safeParse(trimmed);
-    if (!parsed.success)
-      throw new UsageError(`TIDEMARK_PREVIOUS_CHANGE_ID: ${parsed.error.issues[0]?.message}`);
-    byDisk = { [(spec.disks[0] as { diskKey: string }).diskKey]: parsed.data };
-  }
+  if ('byDisk' in ids) byDisk = ids.byDisk;
+  else if (spec.disks.length !== 1)
+    throw new UsageError(
+      `${name}: a job with several disks needs a JSON object {"<disk key>": "<change_id>"}`,
+    );
+  else byDisk = { [(spec.disks[0] as { diskKey: string }).diskKey]: ids.one };
   const keys = new Set(spec.disks.map((d) => d.diskKey));
   for (const key of Object.keys(byDisk))
-    if (!keys.has(key))
-      throw new UsageError(`TIDEMARK_PREVIOUS_CHANGE_ID: disk "${key}" is not a disk of the job`);
+    if (!keys.has(key)) throw new UsageError(`${name}: disk "${key}" is not a disk of the job`);
   for (const disk of spec.disks) {
     if (!(disk.diskKey in byDisk)) continue;
     const fromEnv = byDisk[disk.diskKey] ?? null;
     if (disk.previousChangeId !== null && disk.previousChangeId !== fromEnv)
       throw new UsageError(
-        `TIDEMARK_PREVIOUS_CHANGE_ID: disk "${disk.diskKey}" is ${JSON.stringify(fromEnv)} but the job says ${JSON.stringify(disk.previousChangeId)}`,
+        `${name}: disk "${disk.diskKey}" is ${JSON.stringify(fromEnv)} but the job says ${JSON.stringify(disk.previousChangeId)}`,
       );
     disk.previousChangeId = fromEnv;
   }
 }
 
-async function backup(args: string[], log: Logger): Promise<number> {
+async function backup(args: string[], log: Logger, config: ClientConfig): Promise<number> {
   const { values } = parseArgs({ args, options: { job: { type: 'string' } }, strict: true });
   // The job id comes first: without it nothing is read, opened or copied.
-  const jobIdRaw = process.env.TIDEMARK_JOB_ID;
-  if (jobIdRaw === undefined || jobIdRaw === '')
+  if (config.jobId === undefined)
     throw new UsageError(
-      'TIDEMARK_JOB_ID is not set: the client refuses to copy a disk whose change_id it could not report',
+      `${ClientEnv.JobId} is not set: the client refuses to copy a disk whose change_id it could not report`,
     );
-  const jobId = JobId.safeParse(jobIdRaw);
-  if (!jobId.success) throw new UsageError(`TIDEMARK_JOB_ID: ${jobId.error.issues[0]?.message}`);
   if (!values.job) throw new UsageError('--job <file | -> is required');
   const spec = readJobSpec(values.job);
-  applyPreviousChangeIds(spec, process.env.TIDEMARK_PREVIOUS_CHANGE_ID);
-  const job: ClientJob = { ...spec, jobId: jobId.data };
-  const copy = copyTuning();
-  const canary = canaryTuning();
+  applyPreviousChangeIds(spec, config.previousChangeIds);
+  const job: ClientJob = { ...spec, jobId: config.jobId };
   const jobLog = forJob(log, job.jobId, { jobType: job.jobType });
 
-  const workDir = mkdtempSync(
-    join(socketSafeBase(process.env.TIDEMARK_WORK_DIR), 'tidemark-client-'),
-  );
+  const workDir = mkdtempSync(join(config.workBase, 'tidemark-client-'));
   const abort = new AbortController();
   let interrupts = 0;
   let resultPrinted = false;
@@ -135,16 +109,16 @@ async function backup(args: string[], log: Logger): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  // Under a runner: stdin is a pipe from it. It writes "commit" once our result is on the bus;
+  // Under a runner: stdin is a pipe from it. It writes COMMIT_LINE once our result is on the bus;
   // when the pipe closes the runner is gone (even SIGKILLed) and the job will be redone
   // elsewhere, so a copy still running stops and cleans up.
-  const underRunner = process.env.TIDEMARK_EXIT_WITH_PARENT === '1';
+  const { underRunner } = config;
   if (underRunner) {
     let buffered = '';
     process.stdin.setEncoding('utf8');
     process.stdin.on('data', (chunk: string) => {
       buffered += chunk;
-      if (buffered.includes('commit\n')) {
+      if (buffered.includes(COMMIT_LINE)) {
         committed = true;
         confirm?.(true);
       }
@@ -168,8 +142,7 @@ async function backup(args: string[], log: Logger): Promise<number> {
     // here: that would only fail again.
     process.stderr.on('error', parentGone);
   }
-  const intervalMs = Number(process.env.TIDEMARK_PROGRESS_INTERVAL_MS ?? 1000);
-  const progress = new ProgressReporter(job.jobId, out, intervalMs > 0 ? intervalMs : 1000);
+  const progress = new ProgressReporter(job.jobId, send, config.progressIntervalMs);
   let result: ResultLine;
   try {
     jobLog.info(
@@ -182,11 +155,11 @@ async function backup(args: string[], log: Logger): Promise<number> {
       progress,
       workDir,
       signal: abort.signal,
-      copy,
-      canary,
+      copy: config.copy,
+      canary: config.canary,
       confirmCommit: underRunner
         ? async (completed) => {
-            out(completed);
+            send(completed);
             resultPrinted = true;
             if (committed) return true;
             if (stdinClosed || abort.signal.aborted) return false;
@@ -201,88 +174,19 @@ async function backup(args: string[], log: Logger): Promise<number> {
   if (abort.signal.aborted && result.status === 'failed') {
     result = {
       ...result,
-      code: 'INTERRUPTED',
+      code: 'INTERRUPTED' satisfies ClientErrorCode,
       message: 'interrupted; nothing half-written kept',
       retryable: true,
     };
   }
-  if (!resultPrinted) out(result);
+  if (!resultPrinted) send(result);
   jobLog.info({ status: result.status }, 'job ended');
   process.stdin.destroy();
   if (result.status === 'completed') return 0;
   return abort.signal.aborted ? 130 : 1;
 }
 
-/** Bytes of a Unix socket path (sockaddr_un.sun_path on Linux, less its NUL). */
-const SUN_PATH_MAX = 107;
-/** Room the client's sockets need below its work directory (`/live-<tag>.sock` and the like). */
-const SOCKET_NAME_ROOM = 48;
-
-/**
- * Where the client's work directory goes: TIDEMARK_WORK_DIR (else the system temp dir), unless
- * its sockets would not fit a Unix socket path there (qemu-nbd refuses them: "too long"); then
- * the system temp dir, or /tmp.
- */
-export function socketSafeBase(wanted: string | undefined): string {
-  const fits = (dir: string) =>
-    Buffer.byteLength(join(dir, 'tidemark-client-XXXXXX')) + SOCKET_NAME_ROOM <= SUN_PATH_MAX;
-  return [wanted, tmpdir(), '/tmp'].find((d): d is string => !!d && fits(d)) ?? '/tmp';
-}
-
-/**
- * Optional tuning: TIDEMARK_COPY_CHUNK_KIB (request size), TIDEMARK_COPY_IN_FLIGHT and
- * TIDEMARK_COPY_MAX_MBPS (a read-rate limit, MB = 10^6 bytes, per disk).
- */
-function copyTuning(): { chunkSize?: number; inFlight?: number; maxBytesPerSecond?: number } {
-  const out: { chunkSize?: number; inFlight?: number; maxBytesPerSecond?: number } = {};
-  const mbps = process.env.TIDEMARK_COPY_MAX_MBPS;
-  if (mbps !== undefined && mbps !== '') {
-    const n = Number(mbps);
-    if (!Number.isFinite(n) || n <= 0 || n > 100_000)
-      throw new UsageError(`TIDEMARK_COPY_MAX_MBPS: must be a number above 0, not "${mbps}"`);
-    out.maxBytesPerSecond = n * 1e6;
-  }
-  const kib = process.env.TIDEMARK_COPY_CHUNK_KIB;
-  if (kib !== undefined && kib !== '') {
-    const n = Number(kib);
-    if (!Number.isInteger(n) || n < 64 || n > 32768 || n % 64 !== 0)
-      throw new UsageError(
-        `TIDEMARK_COPY_CHUNK_KIB: must be a multiple of 64 from 64 to 32768, not "${kib}"`,
-      );
-    out.chunkSize = n * 1024;
-  }
-  const inFlight = process.env.TIDEMARK_COPY_IN_FLIGHT;
-  if (inFlight !== undefined && inFlight !== '') {
-    const n = Number(inFlight);
-    if (!Number.isInteger(n) || n < 1 || n > 256)
-      throw new UsageError(
-        `TIDEMARK_COPY_IN_FLIGHT: must be a whole number from 1 to 256, not "${inFlight}"`,
-      );
-    out.inFlight = n;
-  }
-  return out;
-}
-
-/**
- * The CBT canary of each incremental disk: TIDEMARK_CANARY_BLOCKS blocks (default 64; 0 turns
- * it off) of TIDEMARK_CANARY_BLOCK_KIB (default 64), sampled with TIDEMARK_CANARY_SEED when set.
- */
-function canaryTuning(): CanaryOptions {
-  const whole = (name: string, min: number, max: number, fallback: number): number => {
-    const raw = process.env[name];
-    if (raw === undefined || raw === '') return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max)
-      throw new UsageError(`${name}: must be a whole number from ${min} to ${max}, not "${raw}"`);
-    return n;
-  };
-  const blocks = whole('TIDEMARK_CANARY_BLOCKS', 0, 65536, DEFAULT_CANARY.blocks);
-  const kib = whole('TIDEMARK_CANARY_BLOCK_KIB', 4, 4096, DEFAULT_CANARY.blockSize / 1024);
-  const seed = whole('TIDEMARK_CANARY_SEED', 0, 2 ** 32 - 1, -1);
-  return { blocks, blockSize: kib * 1024, ...(seed >= 0 ? { seed } : {}) };
-}
-
-async function restore(args: string[], log: Logger): Promise<number> {
+async function restore(args: string[], log: Logger, config: ClientConfig): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
@@ -296,7 +200,7 @@ async function restore(args: string[], log: Logger): Promise<number> {
   if (!values.to) throw new UsageError('--to <new file> is required');
   if (values.format !== 'raw' && values.format !== 'qcow2')
     throw new UsageError(`--format: must be raw or qcow2, not "${values.format}"`);
-  const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-restore-'));
+  const workDir = mkdtempSync(join(config.workBase, 'tidemark-restore-'));
   try {
     const r = await restoreChain(values.from, values.to, values.format, { workDir, log, out });
     out({ type: 'result', status: 'completed', ...r });
@@ -307,11 +211,11 @@ async function restore(args: string[], log: Logger): Promise<number> {
   }
 }
 
-async function verify(args: string[], log: Logger): Promise<number> {
+async function verify(args: string[], log: Logger, config: ClientConfig): Promise<number> {
   const { positionals } = parseArgs({ args, allowPositionals: true, strict: true });
   const image = positionals[0];
   if (!image || positionals.length > 1) throw new UsageError('verify takes one image path');
-  const workDir = mkdtempSync(join(process.env.TIDEMARK_WORK_DIR || tmpdir(), 'tidemark-verify-'));
+  const workDir = mkdtempSync(join(config.workBase, 'tidemark-verify-'));
   try {
     const r = await verifyChain(image, { workDir, log, out });
     out({ type: 'result', ...r });
@@ -323,23 +227,25 @@ async function verify(args: string[], log: Logger): Promise<number> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const level = process.env.TIDEMARK_LOG_LEVEL || 'info';
-  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) {
-    process.stderr.write(
-      `tidemark-backup-client: TIDEMARK_LOG_LEVEL: must be fatal, error, warn, info, debug, trace or silent, not "${level}"\n`,
-    );
+  let config: ClientConfig;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // Before anything is read or touched, and before a logger exists (its level is in here).
+    process.stderr.write(`tidemark-backup-client: ${err.message}\n`);
     return 2;
   }
-  const log = createLogger('backup-client', level, process.stderr);
+  const log = createLogger('backup-client', config.logLevel, process.stderr);
   const [command, ...rest] = argv;
   try {
     switch (command) {
       case 'backup':
-        return await backup(rest, log);
+        return await backup(rest, log, config);
       case 'restore':
-        return await restore(rest, log);
+        return await restore(rest, log, config);
       case 'verify':
-        return await verify(rest, log);
+        return await verify(rest, log, config);
       case '--help':
       case 'help':
         process.stdout.write(`${USAGE}\n`);
@@ -354,7 +260,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const e = err instanceof ClientError ? err : new ClientError('COPY_FAILED', String(err), true);
-    out({
+    send({
       type: 'result',
       status: 'failed',
       code: e.code,

@@ -1,41 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { WrittenExtent } from './copy/copy-disk';
+import { Manifest, manifestPath } from './protocol';
 
-/**
- * What one job wrote into one file of a chain: every data extent with its digest, and every
- * range written as zeroes. Kept beside the image as `<image>.tidemark.json`; verify re-reads
- * the chain against it.
- */
-export const Manifest = z.object({
-  format: z.literal('tidemark-manifest'),
-  version: z.literal(1),
-  jobId: z.string(),
-  jobType: z.enum(['backup', 'replication']),
-  diskKey: z.string(),
-  changeId: z.string(),
-  baseChangeId: z.string().nullable(),
-  size: z.number().int().min(0),
-  backingPath: z.string().nullable(),
-  /** Why this disk of an incremental was copied in full; null when it continued its chain. */
-  fullReason: z.string().nullable().default(null),
-  /** The CBT canary's figures for a disk that continued its chain; null when not run. */
-  canary: z
-    .object({ sampledBytes: z.number().int().min(0), mismatchedBytes: z.number().int().min(0) })
-    .nullable()
-    .default(null),
-  createdAt: z.string(),
-  /** How `written` digests were made. */
-  digest: z.literal('xxh128'),
-  /** `[offset, length, hex digest | null]`; null = zeroes. */
-  written: z.array(z.tuple([z.number().int(), z.number().int(), z.string().nullable()])),
-});
-export type Manifest = z.output<typeof Manifest>;
-
-export function manifestPath(image: string): string {
-  return `${image}.tidemark.json`;
-}
+// Writes and reads the manifests beside a chain's files; their shape is the runner's too (protocol).
 
 export function toWritten(extents: WrittenExtent[]): Manifest['written'] {
   return extents.map((e) => [e.offset, e.length, e.digest ?? null]);

@@ -1,4 +1,5 @@
-import { ProgressReporter, type ProgressLine } from './progress';
+import { ProgressReporter } from './progress';
+import type { ProgressLine } from './protocol';
 
 describe('ProgressReporter', () => {
   it('writes per-disk bytes, a rising sequence and a line at each phase change', () => {

@@ -1,48 +1,5 @@
-/** The client's stdout protocol: JSON lines, progress while copying and one result last. */
-export type Phase = 'preparing' | 'copying' | 'flushing' | 'finalizing';
-
-export interface ProgressLine {
-  type: 'progress';
-  jobId: string;
-  phase: Phase;
-  /** Monotonic from 0 within a run. */
-  sequence: number;
-  disks: Array<{ diskKey: string; bytesDone: number; bytesTotal: number }>;
-  /** Bytes of data copied per second over the last interval. */
-  bytesPerSecond: number;
-}
-
-export interface DiskResult {
-  diskKey: string;
-  changeId: string;
-  bytesTransferred: number;
-  targetPath: string;
-  /** Size of the disk in bytes. */
-  bytesTotal: number;
-  /** Why this disk of an incremental was copied in full; null when it continued its chain. */
-  fullReason: string | null;
-  /** The CBT canary of a disk that continued its chain; null for a full copy. */
-  canary: { sampledBytes: number; mismatchedBytes: number } | null;
-}
-
-export type ResultLine =
-  | {
-      type: 'result';
-      jobId: string;
-      status: 'completed';
-      disks: DiskResult[];
-      bytesTransferred: number;
-    }
-  | {
-      type: 'result';
-      jobId: string;
-      status: 'failed';
-      code: string;
-      message: string;
-      retryable: boolean;
-      /** Disks copied and flushed before the failure, with their change_ids. */
-      finishedDisks: DiskResult[];
-    };
+import type { ProgressPhase } from '@tidemark/shared/events/schemas';
+import type { ProgressLine } from './protocol';
 
 /**
  * Tracks bytes per disk and writes a progress line at most every `intervalMs`, and at every
@@ -50,7 +7,7 @@ export type ResultLine =
  */
 export class ProgressReporter {
   private readonly disks = new Map<string, { bytesDone: number; bytesTotal: number }>();
-  private phase: Phase = 'preparing';
+  private phase: ProgressPhase = 'preparing';
   private sequence = 0;
   private lastAt = Date.now();
   private lastBytes = 0;
@@ -76,7 +33,7 @@ export class ProgressReporter {
     if (d) d.bytesDone = bytesDone;
   }
 
-  setPhase(phase: Phase): void {
+  setPhase(phase: ProgressPhase): void {
     if (phase === this.phase) return;
     this.phase = phase;
     this.emit();

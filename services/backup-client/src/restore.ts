@@ -5,6 +5,7 @@ import { copyPlan, planCopy } from './copy/copy-disk';
 import { ClientError } from './errors';
 import { backingChain, createQcow2, serveImage, type NbdExport } from './qemu/image';
 import { ToolError } from './qemu/process';
+import { partialPath } from './protocol';
 import { connectWithRetry, queryAreas } from './source/nbd-areas';
 
 export interface ToolContext {
@@ -38,7 +39,7 @@ export async function restoreChain(
     );
   });
   const size = (chain[0] as { virtualSize: number }).virtualSize;
-  const partial = `${to}.partial`;
+  const partial = partialPath(to);
   const exports: NbdExport[] = [];
   try {
     if (format === 'qcow2') await createQcow2(partial, size);

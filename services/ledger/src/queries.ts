@@ -3,6 +3,7 @@ import {
   ConflictError,
   NotFoundError,
   ValidationError,
+  knownFailure,
   makeEvent,
   type JobView,
   type PolicyView,
@@ -116,7 +117,8 @@ export function createQueries(ds: DataSource): LedgerQueries {
       const event = makeEvent('backup.failed', {
         jobId,
         jobType: job.jobType,
-        data: { code, message, retryable },
+        // The request keeps v1's open code (an older hub may send any): read as v1 is.
+        data: { ...knownFailure(code, message), retryable },
       });
       const [outcome] = await applyEventsIsolating(ds, [event]);
       if (outcome.kind === 'rejected') throw new ConflictError(outcome.reason, outcome.issues);

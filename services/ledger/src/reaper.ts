@@ -1,4 +1,11 @@
-import { makeEvent, type AnyEvent, type JobType, type Logger } from '@tidemark/shared';
+import {
+  isRetryable,
+  makeEvent,
+  type AnyEvent,
+  type FailureCode,
+  type JobType,
+  type Logger,
+} from '@tidemark/shared';
 import type { DataSource } from 'typeorm';
 import { CREATED, applyEventsIsolating } from './persistence/event-store';
 
@@ -86,7 +93,7 @@ interface StaleJob {
 async function failJobs(
   { ds, log }: StartReaperOptions,
   jobs: StaleJob[],
-  code: string,
+  code: FailureCode,
   message: string,
   logMessage: string,
 ): Promise<void> {
@@ -96,7 +103,7 @@ async function failJobs(
       makeEvent('backup.failed', {
         jobId: job.id,
         jobType: job.job_type,
-        data: { code, message, retryable: true },
+        data: { code, message, retryable: isRetryable(code) },
       }) as AnyEvent,
   );
   const outcomes = await applyEventsIsolating(ds, events);

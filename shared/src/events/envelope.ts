@@ -2,12 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ValidationError, describeIssues, type FieldIssue } from '../errors';
 import { toFieldIssues } from '../validate';
+import { knownFailure } from './failure-codes';
 import { JobId } from './ids';
 import {
   AlertDataV1,
   CancelDataV1,
   CompletedDataV1,
   FailedDataV1,
+  FailedDataV2,
   ProgressDataV1,
   StartDataV1,
   jobTypes,
@@ -23,7 +25,7 @@ export const eventVersions = {
   'backup.start': { 1: StartDataV1 },
   'backup.progress': { 1: ProgressDataV1 },
   'backup.completed': { 1: CompletedDataV1 },
-  'backup.failed': { 1: FailedDataV1 },
+  'backup.failed': { 1: FailedDataV1, 2: FailedDataV2 },
   'backup.cancel': { 1: CancelDataV1 },
   'backup.alert': { 1: AlertDataV1 },
 } as const;
@@ -36,7 +38,7 @@ export interface EventDataMap {
   'backup.start': z.output<typeof StartDataV1>;
   'backup.progress': z.output<typeof ProgressDataV1>;
   'backup.completed': z.output<typeof CompletedDataV1>;
-  'backup.failed': z.output<typeof FailedDataV1>;
+  'backup.failed': z.output<typeof FailedDataV2>;
   'backup.cancel': z.output<typeof CancelDataV1>;
   'backup.alert': z.output<typeof AlertDataV1>;
 }
@@ -46,12 +48,31 @@ export interface EventInputMap {
   'backup.start': z.input<typeof StartDataV1>;
   'backup.progress': z.input<typeof ProgressDataV1>;
   'backup.completed': z.input<typeof CompletedDataV1>;
-  'backup.failed': z.input<typeof FailedDataV1>;
+  'backup.failed': z.input<typeof FailedDataV2>;
   'backup.cancel': z.input<typeof CancelDataV1>;
   'backup.alert': z.input<typeof AlertDataV1>;
 }
 
-export const CURRENT_VERSION = 1;
+/** The version `makeEvent` writes of each type: its newest. */
+export const currentVersions = Object.fromEntries(
+  eventTypes.map((type) => [type, Math.max(...Object.keys(eventVersions[type]).map(Number))]),
+) as { readonly [T in EventType]: number };
+
+/**
+ * How the data of an older version becomes the current shape, by type and version. Every
+ * version but the current one has its upcaster (a unit test says so).
+ */
+export const upcasters: {
+  readonly [T in EventType]?: Readonly<Record<number, (data: never) => EventDataMap[T]>>;
+} = {
+  // A v1 code outside the table is kept as CLIENT_FAILED, the code leading the message.
+  'backup.failed': {
+    1: (data: z.output<typeof FailedDataV1>) => ({
+      ...data,
+      ...knownFailure(data.code, data.message),
+    }),
+  },
+};
 
 /** The largest event body a consumer accepts, in bytes. Larger ones are dead-lettered. */
 export const MAX_EVENT_BYTES = 64 * 1024;
@@ -122,7 +143,10 @@ export function parseEvent(body: Uint8Array, maxBytes = MAX_EVENT_BYTES): ParseR
     const issues = toFieldIssues(data.error, 'data');
     return fail(`invalid ${type} data: ${issues.map((i) => i.path).join(', ')}`, issues);
   }
-  return { ok: true, event: { ...env.data, data: data.data } as AnyEvent };
+  // `version` stays what was sent; `data` is in the current shape.
+  const upcast = version === currentVersions[type] ? undefined : upcasters[type]?.[version];
+  const current: unknown = upcast ? (upcast as (d: unknown) => unknown)(data.data) : data.data;
+  return { ok: true, event: { ...env.data, data: current } as AnyEvent };
 }
 
 function fail(reason: string, issues: FieldIssue[]): ParseResult {
@@ -140,7 +164,8 @@ export function makeEvent<T extends EventType>(
     occurredAt?: Date;
   },
 ): TidemarkEvent<T> {
-  const schema: z.ZodType = eventVersions[type][CURRENT_VERSION];
+  const version = currentVersions[type];
+  const schema: z.ZodType = (eventVersions[type] as Record<number, z.ZodType>)[version];
   const parsed = schema.safeParse(fields.data);
   if (!parsed.success) {
     const issues = toFieldIssues(parsed.error, 'data');
@@ -149,7 +174,7 @@ export function makeEvent<T extends EventType>(
   const event = {
     id: fields.id ?? randomUUID(),
     type,
-    version: CURRENT_VERSION,
+    version,
     occurredAt: (fields.occurredAt ?? new Date()).toISOString(),
     jobId: fields.jobId,
     jobType: fields.jobType,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { FailureCodeSchema, ReportedCode } from './failure-codes';
 import { ByteCount, ChangeId, DirPath, DiskKey, FilePath, JobId, RecordId, VmName } from './ids';
 
 export const JobType = { Backup: 'backup', Replication: 'replication' } as const;
@@ -150,11 +151,7 @@ export const CompletedDataV1 = z.object({
 /** `backup.failed` v1. */
 export const FailedDataV1 = z.object({
   /** Stable machine-readable code, e.g. `FULL_BACKUP_REQUIRED`, `CLIENT_EXITED`. */
-  code: z
-    .string()
-    .min(1)
-    .max(64)
-    .regex(/^[A-Z0-9_]+$/, 'must be UPPER_SNAKE_CASE'),
+  code: ReportedCode,
   message: z.string().min(1).max(4096),
   /** Whether running the same job again may succeed. */
   retryable: z.boolean(),
@@ -164,6 +161,15 @@ export const FailedDataV1 = z.object({
   vmName: VmName.optional(),
   backupType: z.enum(backupTypes).optional(),
   repositoryId: RecordId.optional(),
+});
+
+/**
+ * `backup.failed` v2: v1 with `code` one of the `FailureCode` table's. v1 stays readable: its
+ * code could be any UPPER_SNAKE_CASE word, so it is upcast (`knownFailure`), not refused.
+ */
+export const FailedDataV2 = FailedDataV1.extend({
+  /** One of `FailureCode`'s codes (README "Failure codes"). */
+  code: FailureCodeSchema,
 });
 
 /**
@@ -203,6 +209,6 @@ export type StartData = z.output<typeof StartDataV1>;
 export type ProgressData = z.output<typeof ProgressDataV1>;
 export type CompletedData = z.output<typeof CompletedDataV1>;
 export type CompletedDiskData = z.output<typeof CompletedDisk>;
-export type FailedData = z.output<typeof FailedDataV1>;
+export type FailedData = z.output<typeof FailedDataV2>;
 export type CancelData = z.output<typeof CancelDataV1>;
 export type AlertData = z.output<typeof AlertDataV1>;

@@ -5,6 +5,7 @@ import { ClientError } from '../errors';
 import type { NbdClient } from '../nbd/index';
 import { createQcow2, imageInfo, serveImage, type NbdExport } from '../qemu/image';
 import { ToolError } from '../qemu/process';
+import { partialPath } from '../protocol';
 import { connectWithRetry } from '../source/nbd-areas';
 
 /**
@@ -86,7 +87,7 @@ export class Qcow2Target {
   }
 
   static async open(spec: TargetSpec, size: number, workDir: string): Promise<Qcow2Target> {
-    const writePath = spec.kind === 'in-place' ? spec.path : `${spec.path}.partial`;
+    const writePath = spec.kind === 'in-place' ? spec.path : partialPath(spec.path);
     if (spec.kind !== 'in-place') {
       await mkdir(dirname(spec.path), { recursive: true });
       await rm(writePath, { force: true }); // a leftover of an interrupted run of ours

@@ -4,6 +4,7 @@ import {
   UnavailableError,
   forJob,
   makeEvent,
+  type FailureCode,
   type JobType,
   type JobView,
   type Logger,
@@ -106,7 +107,7 @@ async function failUnstarted(bus: Bus, log: Logger, jobId: string, why: unknown)
   try {
     await bus.ask('jobs.fail', {
       jobId,
-      code: 'START_NOT_PUBLISHED',
+      code: 'START_NOT_PUBLISHED' satisfies FailureCode,
       message: `the hub could not publish backup.start: ${String(why)}`.slice(0, 4096),
       retryable: true,
     });

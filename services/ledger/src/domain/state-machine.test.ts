@@ -133,8 +133,11 @@ describe('job state machine', () => {
     expect(decide(job, progress(99), ctx).kind).toBe('ignore');
     expect(decide(job, completed(), ctx).kind).toBe('ignore');
     expect(
-      decide(job, ev('backup.failed', { code: 'LATE', message: 'late', retryable: false }), ctx)
-        .kind,
+      decide(
+        job,
+        ev('backup.failed', { code: 'COPY_FAILED', message: 'late', retryable: false }),
+        ctx,
+      ).kind,
     ).toBe('ignore');
   });
 
@@ -222,7 +225,13 @@ describe('job state machine', () => {
   });
 
   describe('a completion outranks every failure that was not a completion', () => {
-    it.each(['TOO_MANY_ATTEMPTS', 'LEASE_EXPIRED', 'INTERRUPTED', 'COPY_FAILED', 'CLIENT_EXITED'])(
+    it.each([
+      'TOO_MANY_ATTEMPTS',
+      'LEASE_EXPIRED',
+      'INTERRUPTED',
+      'COPY_FAILED',
+      'CLIENT_EXITED',
+    ] as const)(
       'given a job failed %s, when its completion arrives, then the change_ids are recorded',
       (code) => {
         const failed = ev('backup.failed', { code, message: 'gone', retryable: false });
@@ -323,7 +332,7 @@ describe('job state machine', () => {
 
     it('given a completed or failed job, when a cancel arrives, then nothing changes', () => {
       expect(decide(run(start(), completed()), cancel(), ctx).kind).toBe('ignore');
-      const failed = ev('backup.failed', { code: 'X', message: 'x', retryable: true });
+      const failed = ev('backup.failed', { code: 'COPY_FAILED', message: 'x', retryable: true });
       expect(decide(run(start(), failed), cancel(), ctx).kind).toBe('ignore');
     });
 

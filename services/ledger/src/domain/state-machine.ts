@@ -1,6 +1,7 @@
 import type {
   AnyEvent,
   CompletedDiskData,
+  FailureCode,
   FieldIssue,
   JobType,
   TidemarkEvent,
@@ -244,7 +245,7 @@ function onProgress(
 }
 
 /** The error code a cancelled job carries. */
-export const CANCELLED = 'CANCELLED';
+export const CANCELLED = 'CANCELLED' satisfies FailureCode;
 
 function onCompleted(
   job: JobRecord | null,
