@@ -2,6 +2,11 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import prettier from 'eslint-config-prettier';
 
+const sharedDeepImport = {
+  group: ['@tidemark/shared/*'],
+  message: "Import from '@tidemark/shared': its public names are listed in shared/src/index.ts.",
+};
+
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', '.tidemark-tmp/**', 'test/bench/results/**'] },
   js.configs.recommended,
@@ -33,6 +38,12 @@ export default tseslint.config(
     },
   },
   {
+    // One way into shared/: its listed public face (shared/src/index.ts), never a file of it.
+    rules: {
+      '@typescript-eslint/no-restricted-imports': ['error', { patterns: [sharedDeepImport] }],
+    },
+  },
+  {
     // One REST contract, in shared/src/api: the CLI and the hub's HTTP layer take their schemas
     // from it and write none of their own (zod's types stay allowed; tests may build schemas).
     files: ['services/cli/src/**/*.ts', 'services/hub/src/http/**/*.ts'],
@@ -41,6 +52,7 @@ export default tseslint.config(
       '@typescript-eslint/no-restricted-imports': [
         'error',
         {
+          patterns: [sharedDeepImport],
           paths: [
             {
               name: 'zod',

@@ -108,6 +108,16 @@ export interface VmView {
 
 const Name = z.string().min(1).max(128);
 
+/** A VM's disks, each key once. */
+const VmDisks = z
+  .array(z.object({ diskKey: DiskKey, driver: z.enum(['qemu']), path: DiskSource }))
+  .min(1)
+  .max(256)
+  .refine(
+    (d) => new Set(d.map((x) => x.diskKey)).size === d.length,
+    'each disk_key may appear once',
+  );
+
 /** Every ledger query: its request schema and the type of its result. */
 export const querySchemas = {
   'jobs.create': z.object({ jobId: JobId, jobType: z.enum(jobTypes) }).extend(StartDataV1.shape),
@@ -156,29 +166,9 @@ export const querySchemas = {
     retentionCount: z.number().int().min(1).max(100000).nullable().default(null),
   }),
   'policies.list': z.object({}),
-  'vms.create': z.object({
-    vmName: VmName,
-    disks: z
-      .array(z.object({ diskKey: DiskKey, driver: z.enum(['qemu']), path: DiskSource }))
-      .min(1)
-      .max(256)
-      .refine(
-        (d) => new Set(d.map((x) => x.diskKey)).size === d.length,
-        'each disk_key may appear once',
-      ),
-  }),
+  'vms.create': z.object({ vmName: VmName, disks: VmDisks }),
   /** Replaces a registered VM's disk list (its jobs keep the disks they were planned with). */
-  'vms.update': z.object({
-    vmName: VmName,
-    disks: z
-      .array(z.object({ diskKey: DiskKey, driver: z.enum(['qemu']), path: DiskSource }))
-      .min(1)
-      .max(256)
-      .refine(
-        (disks) => new Set(disks.map((d) => d.diskKey)).size === disks.length,
-        'each diskKey may appear once',
-      ),
-  }),
+  'vms.update': z.object({ vmName: VmName, disks: VmDisks }),
   'vms.get': z.object({ vmName: VmName }),
   'vms.list': z.object({}),
 } as const;

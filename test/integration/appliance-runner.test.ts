@@ -86,6 +86,32 @@ async function startFull(jobId: string, vm: string, disk: { source: string; targ
   });
 }
 
+/** The incremental on `parentId` of a VM's one disk, into `<repo>/<vm>/<jobId>/disk-0.qcow2`. */
+async function startIncremental(
+  jobId: string,
+  vm: string,
+  disk: { source: string; target: string },
+  parentId: string,
+  previousChangeId: string,
+) {
+  await world.publish('backup.start', jobId, {
+    vmName: vm,
+    backupType: 'incremental',
+    repositoryId,
+    repositoryPath: repoRoot(),
+    parentJobId: parentId,
+    disks: [
+      {
+        diskKey: 'disk-0',
+        source: disk.source,
+        targetPath: join(tmp.dir, 'repo', vm, jobId, 'disk-0.qcow2'),
+        backingPath: disk.target,
+        previousChangeId,
+      },
+    ],
+  });
+}
+
 /** The runner as its own process, as it runs on an appliance. */
 function runnerProcess(env: Record<string, string>): ChildProcess {
   const child = spawn(process.execPath, [runnerMain], {
@@ -165,22 +191,7 @@ describe('appliance-runner', () => {
     const incId = uniqueName('job-');
     process.env.TIDEMARK_COPY_MAX_MBPS = '20';
     try {
-      await world.publish('backup.start', incId, {
-        vmName: vm,
-        backupType: 'incremental',
-        repositoryId,
-        repositoryPath: repoRoot(),
-        parentJobId: fullId,
-        disks: [
-          {
-            diskKey: 'disk-0',
-            source: disk.source,
-            targetPath: join(tmp.dir, 'repo', vm, incId, 'disk-0.qcow2'),
-            backingPath: disk.target,
-            previousChangeId: full?.change_id as string,
-          },
-        ],
-      });
+      await startIncremental(incId, vm, disk, fullId, full?.change_id as string);
       await midCopy(incId);
     } finally {
       delete process.env.TIDEMARK_COPY_MAX_MBPS;
@@ -234,22 +245,7 @@ describe('appliance-runner', () => {
     writeDisk(disk.source, [{ offset: 0, length: 64 * 1024, pattern: 0x11 }]);
     const incId = uniqueName('job-');
     const incTarget = join(tmp.dir, 'repo', vm, incId, 'disk-0.qcow2');
-    await world.publish('backup.start', incId, {
-      vmName: vm,
-      backupType: 'incremental',
-      repositoryId,
-      repositoryPath: repoRoot(),
-      parentJobId: fullId,
-      disks: [
-        {
-          diskKey: 'disk-0',
-          source: disk.source,
-          targetPath: incTarget,
-          backingPath: disk.target,
-          previousChangeId: fullDisk?.change_id as string,
-        },
-      ],
-    });
+    await startIncremental(incId, vm, disk, fullId, fullDisk?.change_id as string);
     await world.waitForJob(incId, (j) => j.status === 'completed', 30_000);
     await idle();
     const seen = JSON.parse(readFileSync(join(tmp.dir, `client-env-${incId}.json`), 'utf8')) as {

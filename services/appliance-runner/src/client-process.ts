@@ -2,9 +2,15 @@ import { spawn } from 'node:child_process';
 import { writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { isRetryable, knownFailure, type FailureCode } from '@tidemark/shared/events/failure-codes';
-import type { Logger } from '@tidemark/shared/log';
-import type { JobType, StartData, CompletedDiskData } from '@tidemark/shared/events/schemas';
+import {
+  isRetryable,
+  knownFailure,
+  type CompletedDiskData,
+  type FailureCode,
+  type JobType,
+  type Logger,
+  type StartData,
+} from '@tidemark/shared';
 import {
   ClientEnv,
   COMMIT_LINE,

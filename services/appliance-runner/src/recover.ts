@@ -1,5 +1,5 @@
 import { readFile, stat } from 'node:fs/promises';
-import type { CompletedDiskData, StartData } from '@tidemark/shared/events/schemas';
+import type { CompletedDiskData, StartData } from '@tidemark/shared';
 import { Manifest, manifestPath } from '@tidemark/backup-client/protocol';
 
 /**

@@ -1,4 +1,4 @@
-import { ConfigError } from '@tidemark/shared/errors';
+import { ConfigError } from '@tidemark/shared';
 import { loadConfig } from './config';
 import { ClientEnv } from './protocol';
 

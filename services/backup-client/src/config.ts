@@ -1,7 +1,6 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { commonConfigShape, parseConfig } from '@tidemark/shared/config';
-import { ChangeId, JobId } from '@tidemark/shared/events/ids';
+import { ChangeId, commonConfigShape, JobId, parseConfig } from '@tidemark/shared';
 import { z } from 'zod';
 import { DEFAULT_CANARY, type CanaryOptions } from './copy/canary';
 import { ClientEnv } from './protocol';

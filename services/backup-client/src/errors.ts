@@ -1,4 +1,4 @@
-import type { FailureCode } from '@tidemark/shared/events/failure-codes';
+import type { FailureCode } from '@tidemark/shared';
 
 /**
  * The failure codes the backup client raises (they become `backup.failed`'s `code`); what each

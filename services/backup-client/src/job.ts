@@ -1,5 +1,4 @@
-import type { Logger } from '@tidemark/shared/log';
-import { StartDataV1, type JobType, type StartData } from '@tidemark/shared/events/schemas';
+import { StartDataV1, type JobType, type Logger, type StartData } from '@tidemark/shared';
 import { z } from 'zod';
 import { DEFAULT_CANARY, runCanary, type CanaryOptions } from './copy/canary';
 import { copyPlan, planCopy, type CopyPlan } from './copy/copy-disk';

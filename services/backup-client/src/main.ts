@@ -2,8 +2,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError } from '@tidemark/shared/errors';
-import { createLogger, forJob, type Logger } from '@tidemark/shared/log';
+import { ConfigError, createLogger, forJob, type Logger } from '@tidemark/shared';
 import { loadConfig, type ClientConfig, type PreviousChangeIds } from './config';
 import { ClientError, type ClientErrorCode } from './errors';
 import { ClientJobSpec, runJob, type ClientJob } from './job';

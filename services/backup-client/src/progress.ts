@@ -1,4 +1,4 @@
-import type { ProgressPhase } from '@tidemark/shared/events/schemas';
+import type { ProgressPhase } from '@tidemark/shared';
 import type { ProgressLine } from './protocol';
 
 /**

@@ -4,7 +4,7 @@
  * to the client's stdin, and the manifest the client leaves beside each file it wrote. The
  * client writes through this module and the runner parses through it; nothing else spells them.
  */
-import { ProgressPhase } from '@tidemark/shared/events/schemas';
+import { ProgressPhase } from '@tidemark/shared';
 import { z } from 'zod';
 
 /** The environment variables the client reads; the runner sets the first four for each job. */

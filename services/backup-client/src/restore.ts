@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
-import type { Logger } from '@tidemark/shared/log';
+import type { Logger } from '@tidemark/shared';
 import { copyPlan, planCopy } from './copy/copy-disk';
 import { ClientError } from './errors';
 import { backingChain, createQcow2, serveImage, type NbdExport } from './qemu/image';
