@@ -1,7 +1,7 @@
 /**
- * Chaos: backups and replications of the same VMs over two runners — 8 VMs (three with two
+ * Chaos: backups and replications of the same VMs over two runners — 7 VMs (three with two
  * disks, one running under qemu-storage-daemon) × 4 steps, each a backup, a replication or both
- * at once, some cancelled mid-job, the guest writing between steps: 40-48 jobs a round — while
+ * at once, some cancelled mid-job, the guest writing between steps: 35-42 jobs a round — while
  * a seeded random schedule SIGKILLs and restarts the ledger, a runner and the hub, restarts the
  * NATS and MySQL containers, cuts one runner off NATS for a few seconds, and stops MySQL for
  * longer than the ledger's lease. Afterwards:
@@ -61,7 +61,7 @@ jest.setTimeout(30 * 60_000);
 
 const ROUNDS = Number(process.env.TIDEMARK_CHAOS_ROUNDS ?? 3);
 /** VMs per round; every third one (vm0, vm3, …) has two disks. */
-const VMS = 8;
+const VMS = 7;
 /** The VM whose disk runs (qemu-storage-daemon); the others are offline images. */
 const LIVE_VM = 1;
 /** Steps per VM: a backup, a replication or both at once; the guest writes after each. */
@@ -511,7 +511,14 @@ async function round(seed: number): Promise<void> {
     );
     done = true;
     await faulting;
-    const chaosSeconds = (Date.now() - t0) / 1000;
+    // How long each part of the round took (s), for the summary.
+    const took: Record<string, number> = {};
+    let mark = t0;
+    const lap = (part: string) => {
+      took[part] = Math.round((Date.now() - mark) / 1000);
+      mark = Date.now();
+    };
+    lap('chaos');
 
     // Every fault was undone at once; let the reapers and redeliveries finish what is left.
     const query = (sql: string, params: unknown[] = []) =>
@@ -534,6 +541,8 @@ async function round(seed: number): Promise<void> {
       );
       throw new Error(`${String(err)}: ${JSON.stringify(stuck)}`);
     });
+
+    lap('settling');
 
     // 1. Every job ended with a reason the schedule explains.
     const rows = await query(
@@ -659,6 +668,8 @@ async function round(seed: number): Promise<void> {
     );
     expect(wrong).toEqual([]);
 
+    lap('restores');
+
     // 4. Every completed replication's replica equals its disks at its end: checked when the
     // job was seen completed; one seen failed that completed after all (a completion outranks a
     // presumed failure) is checked now if no replication of its VM came after it.
@@ -766,6 +777,8 @@ async function round(seed: number): Promise<void> {
       partial: dirs.flatMap((d) => filesUnder(d, /\.partial$/)),
     };
 
+    lap('leftovers');
+
     // Every chain's head (its latest completion by the ledger's order) keeps its change
     // tracking on each disk: the chain's next incremental can start from it.
     const heads = await query(
@@ -815,7 +828,11 @@ async function round(seed: number): Promise<void> {
         `${disks.length} change_ids recorded, duplicates = ${dups.length}, lost = ${lost.length}, ` +
         `wrong restores = ${wrong.length}, replicas checked = ${replicas.checked}, wrong = ${replicas.wrong.length}; ` +
         `leftovers: ${leftovers.processes.length} processes, ${leftovers.inDaemons.length} in the daemon, ${leftovers.fleece.length} fleece, ` +
-        `${leftovers.partial.length} partial; chaos ${chaosSeconds.toFixed(0)} s, round ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+        `${leftovers.partial.length} partial; round ${Math.round((Date.now() - t0) / 1000)} s (${Object.entries(
+          took,
+        )
+          .map(([k, v]) => `${k} ${v} s`)
+          .join(', ')})`,
     );
   } catch (err) {
     failed = true;
