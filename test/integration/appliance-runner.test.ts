@@ -209,6 +209,14 @@ describe('appliance-runner', () => {
     await idle();
     const job = await world.job(incId);
     expect(job).toMatchObject({ status: 'completed', change_id: other });
+    // The runner said so (COMPLETION_REJECTED; a job already completed ignores it).
+    await waitFor('the rejection reported', async () => {
+      const [row] = await world.rows<{ outcome: string }>(
+        'SELECT outcome FROM processed_events WHERE event_id = ?',
+        [`${incId}.failed.rejected`],
+      );
+      return row?.outcome === 'ignored';
+    });
     // The base the ledger's record still builds on is on the source, and usable.
     const names = bitmapNames(disk.source);
     expect(names.map((b) => b.name)).toContain(base);

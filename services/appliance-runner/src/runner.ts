@@ -282,6 +282,16 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
           { err: refusal },
           'the ledger refused the completion; the previous change tracking is kept',
         );
+        // Ends a job the refusal left running with the reason (a job already completed by
+        // another report ignores it): it never waits for the lease.
+        await publish(
+          failedEvent(
+            job,
+            { code: 'COMPLETION_REJECTED', message: refusal.slice(0, 4000), retryable: false },
+            `${job.jobId}.failed.rejected`,
+          ),
+          jobLog,
+        );
       }
     } else {
       await publish(result, jobLog);
