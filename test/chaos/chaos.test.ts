@@ -582,10 +582,33 @@ async function round(seed: number): Promise<void> {
       seen.set(r.id as string, 'unseen (a lost answer)');
     }
     expect(orphans).toEqual([]);
+    const logOf = (name: string) => readFileSync(join(tmp.dir, 'services', `${name}.log`), 'utf8');
     const runnersOf = (jobId: string) =>
-      ['runner-1', 'runner-2'].filter((name) =>
-        readFileSync(join(tmp.dir, 'services', `${name}.log`), 'utf8').includes(jobId),
-      );
+      ['runner-1', 'runner-2'].filter((name) => logOf(name).includes(jobId));
+    /** A job's story in the services' logs (its attempts and its ends), for a report. */
+    const storyOf = (jobId: string) =>
+      ['runner-1', 'runner-2', 'ledger']
+        .flatMap((name) =>
+          logOf(name)
+            .split('\n')
+            .filter((l) => l.includes(jobId))
+            .flatMap((l) => {
+              try {
+                return [
+                  JSON.parse(l) as { time: string; msg: string; attempt?: number; code?: string },
+                ];
+              } catch {
+                return []; // not a log line (a crash's stack, say)
+              }
+            })
+            .filter((l) => /job (started|completed|failed)|running job failed/.test(l.msg))
+            .map(
+              (l) =>
+                `${l.time.slice(11, 23)} ${name}${l.attempt ? ` attempt ${l.attempt}` : ''}: ${l.msg}${l.code ? ` ${l.code}` : ''}`,
+            ),
+        )
+        .sort()
+        .join('; ');
     // A lease expires when the job's runner fell silent: it was killed or cut off, or NATS was
     // away, after its last word. A MySQL outage (or a ledger restart) is no reason.
     const leaseExplained = (r: RowDataPacket) => {
@@ -661,7 +684,9 @@ async function round(seed: number): Promise<void> {
             const got = createHash('sha256').update(readFileSync(raw)).digest('hex');
             rmSync(raw, { force: true });
             if (got !== expected.get(jobId)?.[d.disk_key])
-              wrong.push(`${vm.name} ${jobId} ${d.disk_key} (seen ${seen.get(jobId)} at its end)`);
+              wrong.push(
+                `${vm.name} ${jobId} ${d.disk_key} (seen ${seen.get(jobId)} at its end; ${storyOf(jobId)})`,
+              );
           }
         }
       }),
