@@ -31,7 +31,7 @@ const {
   StartJobBody,
 } = api;
 
-jest.setTimeout(300_000);
+jest.setTimeout(600_000);
 
 const EVENTS = Number(process.env.TIDEMARK_FUZZ_EVENTS ?? 10_000);
 const REQUESTS = Number(process.env.TIDEMARK_FUZZ_REQUESTS ?? 1_000);
@@ -141,7 +141,7 @@ describe('fuzz', () => {
     let deadLettered = 0;
     let withoutReason = 0;
     const messages = await dead.consume();
-    const deadline = setTimeout(() => void messages.close(), 240_000);
+    const deadline = setTimeout(() => void messages.close(), 540_000);
     for await (const msg of messages) {
       const letter = msg.json<{ reason: string; issues: Array<{ path: string }> }>();
       deadLettered++;
