@@ -65,17 +65,8 @@ export function writeDisk(
     run('qemu-io', ['-f', format, ...cmds.slice(i, i + 400), image]);
 }
 
-/** A small deterministic random source, so a failing run can be replayed. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small deterministic random source, so a failing run can be replayed (the canary's own). */
+export { seededRandom as rng } from '@tidemark/backup-client/copy/canary';
 
 /** `qemu-img compare`: true when the two images read the same (any formats, any chains). */
 export function sameContent(a: string, b: string): { same: boolean; output: string } {
