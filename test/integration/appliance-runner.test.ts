@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLogger } from '@tidemark/shared';
+import { manifestPath } from '@tidemark/backup-client/protocol';
 import { RunnerConfigSchema } from '@tidemark/appliance-runner/config';
 import { startRunner, type Runner } from '@tidemark/appliance-runner/runner';
 import {
@@ -520,6 +521,40 @@ describe('appliance-runner', () => {
     // And the start is acknowledged: not delivered again.
     await new Promise((res) => setTimeout(res, 1500));
     expect(r.stats().received).toBe(1);
+  });
+
+  it('discards an attempt whose point in time came after the ledger failed its job', async () => {
+    // The race the chaos suite found: a start delivered again is admitted while the job is still
+    // open, then the reaper fails it LEASE_EXPIRED before the client takes its point in time. The
+    // copy would be a backup point of after the job's end, and its completion would outrank the
+    // failure. The slow client is silent 4 s before it copies: the job is failed meanwhile.
+    const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'slow') });
+    const vm = uniqueName('vm');
+    const disk = vmWithDisk(vm);
+    const jobId = uniqueName('job-');
+    await startFull(jobId, vm, disk);
+    await waitFor('the client started', async () => r.stats().started === 1, 30_000);
+    await world.publish('backup.failed', jobId, {
+      code: 'LEASE_EXPIRED',
+      message: 'no word from the job runner (test)',
+      retryable: true,
+    });
+    await world.waitForJob(jobId, (j) => j.status === 'failed');
+
+    await waitFor('runner idle', async () => r.running() === 0, 30_000);
+    expect(r.stats()).toMatchObject({ started: 1, completed: 0, failed: 1 });
+    expect(await world.job(jobId)).toMatchObject({ status: 'failed', error_code: 'LEASE_EXPIRED' });
+    // Nothing of the attempt is left that a later attempt could take for a finished copy, and
+    // no completion of it was published.
+    expect(existsSync(disk.target)).toBe(false);
+    expect(existsSync(manifestPath(disk.target))).toBe(false);
+    const events = await world.rows<{ event_type: string }>(
+      "SELECT event_type FROM processed_events WHERE job_id = ? AND event_type <> 'backup.progress' ORDER BY event_type",
+      [jobId],
+    );
+    expect(events.map((e) => e.event_type)).toEqual(['backup.failed', 'backup.start']);
+    // The source is not held, and its tracking is as before the attempt: no bitmap in use.
+    expect(bitmapNames(disk.source).every((b) => !b.flags.includes('in-use'))).toBe(true);
   });
 
   it('refuses a job whose target leaves its repository (a symlink, or a root from the ledger)', async () => {

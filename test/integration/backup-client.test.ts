@@ -97,6 +97,10 @@ describe('a two-disk VM: a full backup and three incrementals', () => {
     const progress = full.lines.filter((l) => l.type === 'progress');
     expect(progress.length).toBeGreaterThanOrEqual(2);
     expect(full.lines.at(-1)?.type).toBe('result');
+    // Each disk's point in time is told as it is taken, before the result (the runner checks
+    // the job is still open then).
+    const points = full.lines.flatMap((l) => (l.type === 'point-in-time' ? [l.diskKey] : []));
+    expect(points.sort()).toEqual(['disk-a', 'disk-b']);
 
     for (let round = 1; round <= 3; round++) {
       const changed = new Map<string, number>();

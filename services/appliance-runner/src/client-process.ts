@@ -66,6 +66,8 @@ export async function startClient(opts: {
   workDir: string;
   log: Logger;
   onProgress: (p: ClientProgress) => void;
+  /** A disk's point in time was taken (its copy starts now). */
+  onPointInTime: (diskKey: string) => void;
 }): Promise<ClientRun> {
   const jobFile = join(opts.workDir, `${opts.jobId}.job.json`);
   await writeFile(jobFile, JSON.stringify({ jobType: opts.jobType, ...opts.start }));
@@ -99,6 +101,7 @@ export async function startClient(opts: {
       return;
     }
     if (line.type === 'progress') opts.onProgress(line);
+    else if (line.type === 'point-in-time') opts.onPointInTime(line.diskKey);
     else if (line.status === 'completed') {
       result = { status: 'completed', disks: line.disks, bytesTransferred: line.bytesTransferred };
       resolveOutcome(result);

@@ -27,6 +27,7 @@ import { LockedError, lockTargets, type TargetLock } from './lock';
 import { refusePaths } from './paths';
 import { createLedgerLink } from './ledger-link';
 import { progressRelay, type ProgressRelay } from './progress-relay';
+import { pointInTimeChecks } from './point-in-time';
 import { finishedCopy } from './recover';
 import {
   alertEvents,
@@ -232,6 +233,14 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
   ): Promise<void> => {
     jobLog.info({ disks: job.start.disks.map((d) => d.diskKey) }, 'job started');
     counts.started++;
+    const pointInTime = pointInTimeChecks({
+      ask: () => ledger.recordedStatus(job.jobId, jobLog),
+      giveUp: () => stopping,
+      onAfterEnd: (why) => {
+        jobLog.warn({ err: why }, 'the job ended before its point in time: stopping the copy');
+        slot.client?.stop();
+      },
+    });
     const client = await startClient({
       clientMain,
       jobId: job.jobId,
@@ -240,11 +249,52 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       workDir: workRoot,
       log: jobLog,
       onProgress: relay.fromClient,
+      onPointInTime: (diskKey) => pointInTime.taken(diskKey),
     });
     slot.client = client;
-    if (stopping || slot.cancelled !== undefined) client.stop();
+    if (stopping || slot.cancelled !== undefined || pointInTime.ended() !== undefined)
+      client.stop();
     const outcome: ClientOutcome = await client.outcome;
     slot.resultKnown = true;
+    // A completion counts only if its point in time was inside the job's life.
+    const verdict =
+      outcome.status === 'completed'
+        ? await pointInTime.verdict(outcome.disks.map((d) => d.diskKey))
+        : null;
+    const endedFirst = verdict?.kind === 'after-end' ? verdict.why : pointInTime.ended();
+    if (endedFirst !== undefined && slot.cancelled === undefined) {
+      // The job is over in the ledger: this attempt reports nothing, and leaves nothing an
+      // attempt of the job could later take for a finished copy.
+      client.keepTracking();
+      await client.exited;
+      if (job.jobType === 'backup') await removeAttemptFiles(job.start);
+      counts.failed++;
+      jobLog.warn(
+        { err: endedFirst, clientStatus: outcome.status },
+        "attempt discarded: the job ended before its point in time; the source's change tracking is kept",
+      );
+      return;
+    }
+    if (verdict?.kind === 'unverified') {
+      client.keepTracking();
+      await client.exited;
+      if (job.jobType === 'backup') await removeAttemptFiles(job.start);
+      await publish(
+        failedEvent(
+          job,
+          {
+            code: 'INTERRUPTED',
+            message: `the runner stopped before the ledger confirmed the job was open at its point in time: ${verdict.why}`,
+            retryable: true,
+          },
+          randomUUID(),
+        ),
+        jobLog,
+      );
+      counts.failed++;
+      jobLog.warn({ err: verdict.why }, 'job failed: its point in time unconfirmed');
+      return;
+    }
     const result = resultEvent(job, outcome, slot.cancelled, randomUUID());
     if (result.type === 'backup.failed' && result.data.code === 'CANCELLED') {
       await client.exited; // its qemu-nbd and partial files are gone once it has exited

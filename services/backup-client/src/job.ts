@@ -38,6 +38,8 @@ export interface RunDeps {
    * change_id.
    */
   confirmCommit?: (result: ResultLine) => Promise<boolean>;
+  /** Told each disk's point in time as soon as it is taken (the runner checks the job is open). */
+  onPointInTime?: (diskKey: string, changeId: string) => void;
 }
 
 type Disk = StartData['disks'][number];
@@ -162,6 +164,7 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     { driver: driver.name, changeId: snapshot.changeId, base: snapshot.baseChangeId, fullReason },
     'source point in time taken',
   );
+  deps.onPointInTime?.(disk.diskKey, snapshot.changeId);
   const reader = await snapshot.openReader();
   // The target is created and served while the changed areas are walked.
   const opening = Qcow2Target.open(spec, snapshot.size, deps.workDir).then((t) => {

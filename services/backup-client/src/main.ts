@@ -20,7 +20,7 @@ const USAGE = `usage:
            or one change_id for a one-disk job)
   tidemark-backup-client restore --from <chain top .qcow2> --to <new file> [--format raw|qcow2]
   tidemark-backup-client verify <chain top .qcow2>
-stdout: JSON lines (progress, then one result); stderr: JSON log lines.
+stdout: JSON lines (progress and a point in time per disk, then one result); stderr: JSON log lines.
 exit: 0 done, 1 failed, 2 usage or configuration error, 130 interrupted.`;
 
 /** A usage or configuration error: exit 2 before anything is touched. */
@@ -156,6 +156,7 @@ async function backup(args: string[], log: Logger, config: ClientConfig): Promis
       signal: abort.signal,
       copy: config.copy,
       canary: config.canary,
+      onPointInTime: (diskKey, changeId) => send({ type: 'point-in-time', diskKey, changeId }),
       confirmCommit: underRunner
         ? async (completed) => {
             send(completed);

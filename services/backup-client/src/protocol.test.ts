@@ -21,6 +21,7 @@ describe('the runner↔client protocol', () => {
         disks: [{ diskKey: 'd0', bytesDone: 1, bytesTotal: 9 }],
         bytesPerSecond: 7,
       },
+      { type: 'point-in-time', diskKey: 'd0', changeId: 'u/1' },
       { type: 'result', jobId: 'j1', status: 'completed', disks: [disk], bytesTransferred: 5 },
       {
         type: 'result',

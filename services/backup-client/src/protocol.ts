@@ -1,8 +1,9 @@
 /**
  * The contract between the appliance-runner and the backup client it starts: the environment
- * the runner hands over, the JSON lines the client prints on stdout, the token the runner writes
- * to the client's stdin, and the manifest the client leaves beside each file it wrote. The
- * client writes through this module and the runner parses through it; nothing else spells them.
+ * the runner hands over, the JSON lines the client prints on stdout (progress, a point in time
+ * per disk, one result), the token the runner writes to the client's stdin, and the manifest
+ * the client leaves beside each file it wrote. The client writes through this module and the
+ * runner parses through it; nothing else spells them.
  */
 import { ProgressPhase } from '@tidemark/shared';
 import { z } from 'zod';
@@ -86,6 +87,20 @@ export const ProgressLine = z.object({
 });
 export type ProgressLine = z.input<typeof ProgressLine>;
 
+/**
+ * Printed once per disk, as soon as its point in time is taken (before a byte is copied). The
+ * runner then asks the ledger whether the job is still open: a job that ended before this line
+ * (failed by the ledger's reaper while its start was delivered again, say) must not gain a
+ * backup point of a later time, so the runner stops the copy and discards it.
+ */
+export const PointInTimeLine = z.object({
+  type: z.literal('point-in-time'),
+  diskKey: z.string(),
+  /** The change_id the copy will end at. */
+  changeId: z.string(),
+});
+export type PointInTimeLine = z.input<typeof PointInTimeLine>;
+
 const CompletedResult = z.object({
   type: z.literal('result'),
   /** The client's job id; absent only on a failure before the job was read. */
@@ -117,7 +132,7 @@ export const ResultLine = z.union([CompletedResult, FailedResult]);
 export type ResultLine = z.input<typeof ResultLine>;
 
 /** Any line of the client's stdout protocol. */
-export const ClientLine = z.union([ProgressLine, CompletedResult, FailedResult]);
+export const ClientLine = z.union([ProgressLine, PointInTimeLine, CompletedResult, FailedResult]);
 export type ClientLine = z.input<typeof ClientLine>;
 /** A line as the runner reads it (defaults filled in). */
 export type ParsedLine = z.output<typeof ClientLine>;
