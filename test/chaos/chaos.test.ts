@@ -273,6 +273,10 @@ async function round(seed: number): Promise<void> {
   });
   let nc: NatsConnection | undefined;
   let failed = false;
+  // The fault schedule runs until `done`; whatever ends the round stops it before cleaning up
+  // (else it would restart containers under the next round).
+  let done = false;
+  let faulting: Promise<void> = Promise.resolve();
   try {
     const repo = await system.api<{ id: string }>('POST', '/api/v1/repositories', {
       name: 'chaos',
@@ -311,8 +315,7 @@ async function round(seed: number): Promise<void> {
 
     // The chaos: every 1.5-3.5 s one fault, until the jobs are done. A partition, a MySQL
     // outage and a runner's SIGKILL come first (in the seed's order), so every round has them.
-    let done = false;
-    const faulting = (async () => {
+    faulting = (async () => {
       const first: FaultChoice[] = [
         'partition',
         'mysql-outage',
@@ -503,14 +506,21 @@ async function round(seed: number): Promise<void> {
       });
     };
 
-    // Each VM's steps one after another, the VMs in parallel.
-    await Promise.all(
+    // Each VM's steps one after another, the VMs in parallel. Every VM runs to its end before
+    // the round judges or cleans up: one VM's failure must not leave the others' jobs running
+    // under the cleanup (their errors would then hide the first).
+    const ran = await Promise.allSettled(
       vms.map(async (vm) => {
         for (const step of vm.plan) await runStep(vm, step);
       }),
     );
     done = true;
     await faulting;
+    const stepFailures = ran.flatMap((r, i) =>
+      r.status === 'rejected' ? [`${vms[i]?.name as string}: ${String(r.reason)}`] : [],
+    );
+    if (stepFailures.length > 0)
+      throw new Error(`${stepFailures.length} VM(s) failed a step:\n${stepFailures.join('\n')}`);
     // How long each part of the round took (s), for the summary.
     const took: Record<string, number> = {};
     let mark = t0;
@@ -864,6 +874,10 @@ async function round(seed: number): Promise<void> {
     say(`seed ${seed} FAILED; schedule:\n${schedule.join('\n')}\n${system.logTail(20)}`);
     throw err;
   } finally {
+    done = true;
+    await faulting.catch((err: unknown) =>
+      say(`seed ${seed}: the fault schedule failed: ${String(err)}`),
+    );
     say(`seed ${seed} schedule: ${schedule.join('; ')}`);
     if (system.exits().length) say(`seed ${seed} exits: ${system.exits().join('; ')}`);
     proxy.restore();
