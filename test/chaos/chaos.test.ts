@@ -625,14 +625,31 @@ async function round(seed: number): Promise<void> {
       const last = (r.heartbeat_at as Date | null)?.getTime() ?? 0;
       const failed = (r.completed_at as Date).getTime();
       const ran = runnersOf(r.id as string);
-      return faults.some(
-        (f) =>
-          f.at >= last - 2000 &&
-          f.at <= failed &&
-          ((f.kind === 'restart' && f.target === 'nats') ||
-            ((f.kind === 'kill' || f.kind === 'partition') && ran.includes(f.target))),
+      return (
+        faults.some(
+          (f) =>
+            f.at >= last - 2000 &&
+            f.at <= failed &&
+            ((f.kind === 'restart' && f.target === 'nats') ||
+              ((f.kind === 'kill' || f.kind === 'partition') && ran.includes(f.target))),
+        ) || wordLost(r.id as string, last - 2000, failed)
       );
     };
+    /**
+     * Whether a runner of the job logged, between `from` and `to`, that its word did not reach
+     * the bus (a publish that timed out: JetStream slow to answer after a restart, or the machine
+     * overloaded). The lease is for exactly that: the bus took no word from the runner.
+     */
+    const wordLost = (jobId: string, from: number, to: number) =>
+      runnersOf(jobId).some((name) =>
+        logOf(name)
+          .split('\n')
+          .some((l) => {
+            if (!l.includes(jobId) || !l.includes('progress not published')) return false;
+            const at = Date.parse((JSON.parse(l) as { time: string }).time);
+            return at >= from && at <= to + 5000;
+          }),
+      );
     const explained = new Set([
       'START_NOT_PUBLISHED',
       'TOO_MANY_ATTEMPTS',
@@ -848,6 +865,15 @@ async function round(seed: number): Promise<void> {
     const count = (kind: Fault['kind'], target?: string) =>
       faults.filter((f) => f.kind === kind && (target === undefined || f.target === target)).length;
     const kinds = (k: Kind) => jobs.filter((j) => j.kind === k).length;
+    // Attempts whose job had ended before their point in time: stopped, reporting nothing.
+    const discarded = ['runner-1', 'runner-2']
+      .map(
+        (name) =>
+          logOf(name)
+            .split('\n')
+            .filter((l) => l.includes('attempt discarded')).length,
+      )
+      .reduce((a, b) => a + b, 0);
     say(
       `seed ${seed}: ${jobs.length} jobs on ${VMS} VMs (${kinds('backup')} backups, ${kinds('replication')} replications; ` +
         `${cancelRequested.size} cancels sent; ${strays.length} more from lost answers): ${Object.entries(
@@ -860,6 +886,7 @@ async function round(seed: number): Promise<void> {
         `${count('outage')} MySQL outages of ${OUTAGE_MS} ms (lease ${LEASE_MS} ms); ` +
         `${system.exits().length} services restarted after exiting on their own; ` +
         `${late.length} completed after they were seen failed or cancelled; ` +
+        `${discarded} attempts discarded (their job ended before their point in time); ` +
         `${disks.length} change_ids recorded, duplicates = ${dups.length}, lost = ${lost.length}, ` +
         `wrong restores = ${wrong.length}, replicas checked = ${replicas.checked}, wrong = ${replicas.wrong.length}; ` +
         `leftovers: ${leftovers.processes.length} processes, ${leftovers.inDaemons.length} in the daemon, ${leftovers.fleece.length} fleece, ` +
