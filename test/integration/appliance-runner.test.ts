@@ -16,11 +16,14 @@ import {
   MiB,
   run,
   sameContent,
+  startStorageDaemon,
   tempDir,
   trackingBitmap,
   writeDisk,
 } from '../support/disks';
 import { fakeClientFile } from '../support/fake-clients';
+import { filesUnder } from '../support/leftovers';
+import { QmpClient } from '@tidemark/backup-client/qmp/client';
 import { startTestHub } from '../support/hub-harness';
 import { createLedgerWorld, seedReferences, type LedgerWorld } from '../support/ledger-harness';
 import { uniqueName, waitFor } from '../support/env';
@@ -555,6 +558,51 @@ describe('appliance-runner', () => {
     expect(events.map((e) => e.event_type)).toEqual(['backup.failed', 'backup.start']);
     // The source is not held, and its tracking is as before the attempt: no bitmap in use.
     expect(bitmapNames(disk.source).every((b) => !b.flags.includes('in-use'))).toBe(true);
+  });
+
+  it('discards such an attempt on a running disk leaving nothing in its daemon', async () => {
+    // The same race on a disk served by qemu-storage-daemon: the client is stopped just after its
+    // point in time (export, backup job and fleece overlay in the daemon), and must take them all
+    // down before it exits.
+    const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'slow') });
+    const vm = uniqueName('vm');
+    const image = join(tmp.dir, `${vm}.qcow2`);
+    createImage(image, 64 * MiB);
+    writeDisk(image, [{ offset: 0, length: 32 * MiB, pattern: 0x61 }]);
+    const daemon = await startStorageDaemon(image, tmp.dir, `d${vm.slice(-8)}`);
+    try {
+      const target = join(tmp.dir, 'repo', vm, 'job', 'disk-0.qcow2');
+      const jobId = uniqueName('job-');
+      await startFull(jobId, vm, { source: daemon.source, target });
+      await waitFor('the client started', async () => r.stats().started === 1, 30_000);
+      await world.publish('backup.failed', jobId, {
+        code: 'LEASE_EXPIRED',
+        message: 'no word from the job runner (test)',
+        retryable: true,
+      });
+      await world.waitForJob(jobId, (j) => j.status === 'failed');
+      await waitFor('runner idle', async () => r.running() === 0, 30_000);
+      expect(r.stats()).toMatchObject({ started: 1, completed: 0, failed: 1 });
+      expect(existsSync(target)).toBe(false);
+      const qmp = await QmpClient.connect(daemon.qmpSocket);
+      try {
+        const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
+        const jobs = await qmp.execute<unknown[]>('query-block-jobs');
+        const nodes = await qmp.execute<Array<{ 'node-name': string }>>('query-named-block-nodes', {
+          flat: true,
+        });
+        expect({
+          exports: exports.map((e) => e.id),
+          jobs,
+          nodes: nodes.map((n) => n['node-name']).filter((n) => n.startsWith('tidemark')),
+        }).toEqual({ exports: ['guest'], jobs: [], nodes: [] });
+      } finally {
+        await qmp.close();
+      }
+      expect(filesUnder(tmp.dir, /^fleece-.*\.qcow2$/)).toEqual([]);
+    } finally {
+      await daemon.stop('SIGKILL');
+    }
   });
 
   it('refuses a job whose target leaves its repository (a symlink, or a root from the ledger)', async () => {
