@@ -22,7 +22,7 @@ import {
   writeDisk,
 } from '../support/disks';
 import { fakeClientFile } from '../support/fake-clients';
-import { filesUnder } from '../support/leftovers';
+import { filesUnder, processesMentioning } from '../support/leftovers';
 import { QmpClient } from '@tidemark/backup-client/qmp/client';
 import { startTestHub } from '../support/hub-harness';
 import { createLedgerWorld, seedReferences, type LedgerWorld } from '../support/ledger-harness';
@@ -600,6 +600,60 @@ describe('appliance-runner', () => {
         await qmp.close();
       }
       expect(filesUnder(tmp.dir, /^fleece-.*\.qcow2$/)).toEqual([]);
+    } finally {
+      await daemon.stop('SIGKILL');
+    }
+  });
+
+  it('cleans up after a client SIGKILLed mid-copy of a running disk: nothing stays in its daemon', async () => {
+    // A client killed outright never runs its teardown: its export, backup job and fleece node
+    // would hold the disk's bitmap busy for every later job. The runner runs the client's
+    // cleanup for the job, which finds them by the job's name in them.
+    const r = await runner();
+    const vm = uniqueName('vm');
+    const image = join(tmp.dir, `${vm}.qcow2`);
+    createImage(image, 96 * MiB);
+    writeDisk(image, [{ offset: 0, length: 96 * MiB, pattern: 0x62 }]);
+    const daemon = await startStorageDaemon(image, tmp.dir, `d${vm.slice(-8)}`);
+    try {
+      const target = join(tmp.dir, 'repo', vm, 'job', 'disk-0.qcow2');
+      const jobId = uniqueName('job-');
+      process.env.TIDEMARK_COPY_MAX_MBPS = '8';
+      try {
+        await startFull(jobId, vm, { source: daemon.source, target });
+        await midCopy(jobId);
+      } finally {
+        delete process.env.TIDEMARK_COPY_MAX_MBPS;
+      }
+      const clients = processesMentioning(jobId).filter((p) => p.argv.includes('backup'));
+      expect(clients).toHaveLength(1);
+      process.kill((clients[0] as { pid: number }).pid, 'SIGKILL');
+      await world.waitForJob(jobId, (j) => j.status === 'failed', 30_000);
+      await waitFor('runner idle', async () => r.running() === 0, 30_000);
+      expect(await world.job(jobId)).toMatchObject({ error_code: 'CLIENT_EXITED' });
+      const qmp = await QmpClient.connect(daemon.qmpSocket);
+      try {
+        const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
+        const jobs = await qmp.execute<unknown[]>('query-block-jobs');
+        const nodes = await qmp.execute<Array<{ 'node-name': string }>>('query-named-block-nodes', {
+          flat: true,
+        });
+        expect({
+          exports: exports.map((e) => e.id),
+          jobs,
+          nodes: nodes.map((n) => n['node-name']).filter((n) => n.startsWith('tidemark')),
+        }).toEqual({ exports: ['guest'], jobs: [], nodes: [] });
+      } finally {
+        await qmp.close();
+      }
+      expect(filesUnder(tmp.dir, /^fleece-.*\.qcow2$/)).toEqual([]);
+      // The disk's tracking is free for the next job: a backup of it completes.
+      const nextId = uniqueName('job-');
+      await startFull(nextId, vm, {
+        source: daemon.source,
+        target: join(tmp.dir, 'repo', vm, 'next', 'disk-0.qcow2'),
+      });
+      await world.waitForJob(nextId, (j) => j.status === 'completed', 60_000);
     } finally {
       await daemon.stop('SIGKILL');
     }

@@ -49,6 +49,11 @@ export interface ClientRun {
   keepTracking(): void;
   /** Resolves when the client process has exited. */
   exited: Promise<void>;
+  /**
+   * Once exited: whether it died without its own teardown (killed by a signal, or gone without
+   * a result line) — what it made may be left behind (see `cleanUpAfter`).
+   */
+  abnormal(): boolean;
   /** Asks the client to stop (SIGTERM: it cleans up and exits); SIGKILL after `graceMs`. */
   stop(graceMs?: number): void;
 }
@@ -124,7 +129,13 @@ export async function startClient(opts: {
     // The client logs JSON lines of its own (with jobId); pass them on as they are.
     opts.log.debug({ client: text.slice(0, 2000) }, 'client log');
   });
-  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  let abnormal = false;
+  const exited = new Promise<void>((resolve) =>
+    child.once('close', (_code, signal) => {
+      abnormal = signal !== null || result === undefined;
+      resolve();
+    }),
+  );
   const outcome = new Promise<ClientOutcome>((resolve) => {
     resolveOutcome = resolve;
     let spawnError: Error | undefined;
@@ -156,6 +167,7 @@ export async function startClient(opts: {
   return {
     outcome,
     exited,
+    abnormal: () => abnormal,
     commit() {
       child.stdin.end(COMMIT_LINE);
     },
@@ -169,6 +181,55 @@ export async function startClient(opts: {
       child.once('exit', () => clearTimeout(timer));
     },
   };
+}
+
+/**
+ * Runs `tidemark-backup-client cleanup` for a job whose client died without its teardown: it
+ * removes the exports, backup jobs and fleece nodes its run left in the daemons of running disks
+ * (named by the job) and its work directories. Says what it removed, or why it could not.
+ */
+export async function cleanUpAfter(opts: {
+  clientMain: string;
+  jobId: string;
+  jobType: JobType;
+  start: StartData;
+  workDir: string;
+  timeoutMs?: number;
+}): Promise<{ ok: boolean; removed: string[]; detail: string }> {
+  const jobFile = join(opts.workDir, `${opts.jobId}.cleanup.json`);
+  await writeFile(jobFile, JSON.stringify({ jobType: opts.jobType, ...opts.start }));
+  try {
+    const child = spawn(process.execPath, [opts.clientMain, 'cleanup', '--job', jobFile], {
+      env: {
+        PATH: process.env.PATH,
+        [ClientEnv.JobId]: opts.jobId,
+        [ClientEnv.WorkDir]: opts.workDir,
+        TIDEMARK_LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString('utf8')));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString('utf8')));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    const code = await new Promise<number | null>((resolve) => {
+      child.once('error', () => resolve(null));
+      child.once('close', (c) => resolve(c));
+    });
+    clearTimeout(timer);
+    let removed: string[] = [];
+    try {
+      removed =
+        (JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { removed?: string[] }).removed ??
+        [];
+    } catch {
+      // no line: the detail says why
+    }
+    return { ok: code === 0, removed, detail: stderr.slice(-1000) };
+  } finally {
+    await rm(jobFile, { force: true });
+  }
 }
 
 /** A failure of the runner's own finding; retryable as the table says. */

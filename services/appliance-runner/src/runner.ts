@@ -21,7 +21,7 @@ import {
 } from '@tidemark/shared';
 import { manifestPath, partialPath } from '@tidemark/backup-client/protocol';
 import type { RunnerConfig } from './config';
-import { startClient, type ClientOutcome, type ClientRun } from './client-process';
+import { cleanUpAfter, startClient, type ClientOutcome, type ClientRun } from './client-process';
 import { admit, type Admission, type AdmissionFacts } from './admission';
 import { LockedError, lockTargets, type TargetLock } from './lock';
 import { refusePaths } from './paths';
@@ -254,6 +254,29 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
     slot.client = client;
     if (stopping || slot.cancelled !== undefined || pointInTime.ended() !== undefined)
       client.stop();
+    try {
+      await report(job, slot, jobLog, client, pointInTime);
+    } finally {
+      await client.exited;
+      if (client.abnormal()) {
+        // It died without its teardown: what it made (a running disk's export, backup job and
+        // fleece node, its work directory) must not hold the disk for the next job.
+        const cleaned = await cleanUpAfter({ ...job, clientMain, workDir: workRoot });
+        if (cleaned.ok)
+          jobLog.warn({ removed: cleaned.removed }, 'the client died; what it left is removed');
+        else jobLog.error({ err: cleaned.detail }, 'the client died and its leftovers stay');
+      }
+    }
+  };
+
+  /** Reports how an admitted job's client run ended, and settles the client. */
+  const report = async (
+    job: ResultContext,
+    slot: Slot,
+    jobLog: Logger,
+    client: ClientRun,
+    pointInTime: ReturnType<typeof pointInTimeChecks>,
+  ): Promise<void> => {
     const outcome: ClientOutcome = await client.outcome;
     slot.resultKnown = true;
     // A completion counts only if its point in time was inside the job's life.

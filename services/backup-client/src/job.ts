@@ -8,6 +8,7 @@ import { toWritten, writeManifest } from './manifest';
 import type { ProgressReporter } from './progress';
 import type { DiskResult, ResultLine } from './protocol';
 import { chainTag } from './source/change-id';
+import { ownerTag } from './source/qemu-live';
 import type { SourceDriver, SourceSnapshot } from './source/types';
 import { checkTarget, Qcow2Target, type TargetSpec } from './target/qcow2-target';
 
@@ -110,6 +111,7 @@ async function openDisk(
 ): Promise<{ spec: TargetSpec; snapshot: SourceSnapshot; fullReason: string | null }> {
   const log = deps.log.child({ diskKey: disk.diskKey });
   const chain = chainTag(job.jobType, job.repositoryId);
+  const owner = ownerTag(job.jobId);
   const chainHeads = disk.chainHeads.map((h) => ({
     chain: chainTag(h.jobType, h.repositoryId),
     changeId: h.changeId,
@@ -120,7 +122,7 @@ async function openDisk(
     const spec = targetFor(job, disk, null, fullReason !== null);
     await checkTarget(spec);
     deps.signal.throwIfAborted();
-    run.snapshot = await driver.open(disk.source, null, deps.workDir, chain, chainHeads);
+    run.snapshot = await driver.open(disk.source, null, deps.workDir, chain, chainHeads, owner);
     return { spec, snapshot: run.snapshot, fullReason };
   };
   if (previous === null)
@@ -138,7 +140,7 @@ async function openDisk(
   };
   deps.signal.throwIfAborted();
   try {
-    run.snapshot = await driver.open(disk.source, previous, deps.workDir, chain, chainHeads);
+    run.snapshot = await driver.open(disk.source, previous, deps.workDir, chain, chainHeads, owner);
   } catch (err) {
     if (!(err instanceof FullBackupRequiredError)) throw err;
     return fallBack(err.message);

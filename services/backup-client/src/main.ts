@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, createLogger, forJob, type Logger } from '@tidemark/shared';
@@ -11,13 +11,15 @@ import { ClientEnv, COMMIT_LINE, formatLine, type ClientLine, type ResultLine } 
 import { stopAllServers } from './qemu/process';
 import { restoreChain } from './restore';
 import { QemuImageDriver } from './source/qemu-image';
-import { QemuLiveDriver } from './source/qemu-live';
+import { ownerTag, QemuLiveDriver, removeLeftoversAt } from './source/qemu-live';
 import { verifyChain } from './verify';
 
 const USAGE = `usage:
   tidemark-backup-client backup --job <file | ->
       env: ${ClientEnv.JobId} (required), ${ClientEnv.PreviousChangeId} (JSON {"<disk key>": "<change_id>"},
            or one change_id for a one-disk job)
+  tidemark-backup-client cleanup --job <file | ->
+      env: ${ClientEnv.JobId}; removes what a backup run of that job left when it died
   tidemark-backup-client restore --from <chain top .qcow2> --to <new file> [--format raw|qcow2]
   tidemark-backup-client verify <chain top .qcow2>
 stdout: JSON lines (progress and a point in time per disk, then one result); stderr: JSON log lines.
@@ -90,7 +92,8 @@ async function backup(args: string[], log: Logger, config: ClientConfig): Promis
   const job: ClientJob = { ...spec, jobId: config.jobId };
   const jobLog = forJob(log, job.jobId, { jobType: job.jobType });
 
-  const workDir = mkdtempSync(join(config.workBase, 'tidemark-client-'));
+  // Named by the job's owner tag: the cleanup of a client that died finds it.
+  const workDir = mkdtempSync(join(config.workBase, `tidemark-client-${ownerTag(job.jobId)}-`));
   const abort = new AbortController();
   let interrupts = 0;
   let resultPrinted = false;
@@ -186,6 +189,41 @@ async function backup(args: string[], log: Logger, config: ClientConfig): Promis
   return abort.signal.aborted ? 130 : 1;
 }
 
+/**
+ * After a `backup` run of the job that died without its teardown (SIGKILL, a crash): removes
+ * what it left — exports, backup jobs and fleece nodes in the daemons of its running disks
+ * (named by the job, see `ownerTag`) and its work directories. Never touches another job's.
+ * Prints one JSON line of what it removed.
+ */
+async function cleanup(args: string[], log: Logger, config: ClientConfig): Promise<number> {
+  const { values } = parseArgs({ args, options: { job: { type: 'string' } }, strict: true });
+  if (config.jobId === undefined) throw new UsageError(`${ClientEnv.JobId} is not set`);
+  if (!values.job) throw new UsageError('--job <file | -> is required');
+  const spec = readJobSpec(values.job);
+  const owner = ownerTag(config.jobId);
+  const jobLog = forJob(log, config.jobId, { jobType: spec.jobType });
+  const removed: string[] = [];
+  const failed: string[] = [];
+  const live = new QemuLiveDriver();
+  for (const disk of spec.disks) {
+    if (!live.accepts(disk.source)) continue;
+    try {
+      removed.push(...(await removeLeftoversAt(disk.source, owner)));
+    } catch (err) {
+      failed.push(`${disk.diskKey}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  for (const entry of readdirSync(config.workBase))
+    if (entry.startsWith(`tidemark-client-${owner}-`)) {
+      rmSync(join(config.workBase, entry), { recursive: true, force: true });
+      removed.push(`work directory ${entry}`);
+    }
+  out({ type: 'cleanup', removed, failed });
+  if (removed.length > 0) jobLog.warn({ removed }, "removed what the job's client left");
+  if (failed.length > 0) jobLog.error({ err: failed }, 'could not clean up every disk');
+  return failed.length > 0 ? 1 : 0;
+}
+
 async function restore(args: string[], log: Logger, config: ClientConfig): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -242,6 +280,8 @@ export async function main(argv: string[]): Promise<number> {
     switch (command) {
       case 'backup':
         return await backup(rest, log, config);
+      case 'cleanup':
+        return await cleanup(rest, log, config);
       case 'restore':
         return await restore(rest, log, config);
       case 'verify':

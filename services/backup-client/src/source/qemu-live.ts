@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { basename, isAbsolute, join } from 'node:path';
 import { ClientError } from '../errors';
 import type { NbdClient } from '../nbd/index';
 import { createQcow2 } from '../qemu/image';
@@ -47,6 +47,86 @@ interface NodeInfo {
   }>;
 }
 
+/**
+ * The part of every object name a job's client makes in a daemon (export, backup job, fleece
+ * node) that says whose it is: 8 hex digits of sha256(job id). A later attempt of the job, or
+ * the runner's cleanup after a client that died, finds and removes what it left by this.
+ */
+export function ownerTag(jobId: string): string {
+  return createHash('sha256').update(jobId).digest('hex').slice(0, 8);
+}
+
+const names = {
+  export: (tag: string) => `tidemark-export-${tag}`,
+  job: (tag: string) => `tidemark-backup-${tag}`,
+  fleece: (tag: string) => `tidemark-fleece-${tag}`,
+};
+
+interface NodeEntry {
+  'node-name': string;
+  image?: { filename?: string };
+}
+
+/**
+ * Removes from the daemon every export, backup job and fleece node (and its overlay file) that
+ * a client of `owner` left, in the order qemu needs: a client killed before its teardown (by
+ * SIGKILL, or a crash) leaves them holding the disk's bitmap and the overlay growing. Returns
+ * what it removed. Objects of other jobs (the other chain's job on the same disk) stay.
+ */
+export async function removeLeftovers(qmp: QmpClient, owner: string): Promise<string[]> {
+  const mine = (name: (t: string) => string, id: string | undefined) =>
+    id !== undefined && id.startsWith(`${name(owner)}-`);
+  const removed: string[] = [];
+  const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
+  for (const e of exports.filter((x) => mine(names.export, x.id))) {
+    const gone = qmp.waitForEvent(
+      'BLOCK_EXPORT_DELETED',
+      (ev) => (ev.data as { id?: string }).id === e.id,
+      10_000,
+    );
+    await qmp.execute('block-export-del', { id: e.id, mode: 'hard' });
+    await gone;
+    removed.push(`export ${e.id}`);
+  }
+  const jobs = await qmp.execute<Array<{ device: string }>>('query-block-jobs');
+  for (const j of jobs.filter((x) => mine(names.job, x.device))) {
+    const gone = qmp.waitForEvent(
+      'JOB_STATUS_CHANGE',
+      (ev) => {
+        const d = ev.data as { id?: string; status?: string };
+        return d.id === j.device && d.status === 'null';
+      },
+      10_000,
+    );
+    await qmp.execute('block-job-cancel', { device: j.device, force: true });
+    await gone;
+    removed.push(`block job ${j.device}`);
+  }
+  const nodes = await qmp.execute<NodeEntry[]>('query-named-block-nodes', { flat: true });
+  for (const n of nodes.filter((x) => mine(names.fleece, x['node-name']))) {
+    await qmp.execute('blockdev-del', { 'node-name': n['node-name'] });
+    const file = n.image?.filename;
+    // Only an overlay the client made (named fleece-<tag>.qcow2), never anything else.
+    if (file && basename(file).startsWith('fleece-') && file.endsWith('.qcow2'))
+      await rm(file, { force: true });
+    removed.push(`node ${n['node-name']}`);
+  }
+  return removed;
+}
+
+/** `removeLeftovers` on the daemon of a `qemu-live:` source. */
+export async function removeLeftoversAt(source: string, owner: string): Promise<string[]> {
+  const live = parseLiveSource(source);
+  const qmp = await QmpClient.connect(live.qmpSocket).catch((err: unknown) => {
+    throw qmpFailure(source, 'cannot reach the QMP monitor', err);
+  });
+  try {
+    return await removeLeftovers(qmp, owner);
+  } finally {
+    await qmp.close().catch(() => undefined);
+  }
+}
+
 function qmpFailure(source: string, what: string, err: unknown): ClientError {
   const detail = err instanceof QmpError ? `${err.errorClass}: ${err.desc}` : String(err);
   return new ClientError('SOURCE_UNAVAILABLE', `source ${source}: ${what}: ${detail}`, true, {
@@ -73,13 +153,17 @@ export class QemuLiveDriver implements SourceDriver {
     workDir: string,
     chain: string,
     chainHeads: ChainHead[] = [],
+    owner = ownerTag(''),
   ): Promise<SourceSnapshot> {
     const live = parseLiveSource(source);
     const qmp = await QmpClient.connect(live.qmpSocket).catch((err: unknown) => {
       throw qmpFailure(source, 'cannot reach the QMP monitor', err);
     });
-    const snapshot = new LiveSnapshot(source, live, qmp, workDir);
+    const snapshot = new LiveSnapshot(source, live, qmp, workDir, owner);
     try {
+      // What an earlier attempt of this job left (its client killed mid-teardown) goes first:
+      // its backup job would hold the chain's bitmap busy.
+      await removeLeftovers(qmp, owner);
       await snapshot.start(previousChangeId, chain, chainHeads);
       return snapshot;
     } catch (err) {
@@ -96,10 +180,11 @@ class LiveSnapshot implements SourceSnapshot {
   baseChangeId: string | null = null;
   private base: TrackedBitmap | null = null;
   private stale: string[] = [];
-  private readonly tag = randomBytes(4).toString('hex');
-  private readonly fleeceNode = `tidemark-fleece-${this.tag}`;
-  private readonly jobId = `tidemark-backup-${this.tag}`;
-  private readonly exportId = `tidemark-export-${this.tag}`;
+  /** `<owner>-<random>`: whose the objects are, and which run of the job made them. */
+  private readonly tag: string;
+  private readonly fleeceNode: string;
+  private readonly jobId: string;
+  private readonly exportId: string;
   private readonly fleecePath: string;
   private nbdSocket: string;
   private startedServer = false;
@@ -114,7 +199,13 @@ class LiveSnapshot implements SourceSnapshot {
     private readonly live: LiveSource,
     private readonly qmp: QmpClient,
     workDir: string,
+    owner: string,
   ) {
+    // 29 characters at most: qemu's node names stop at 31.
+    this.tag = `${owner}-${randomBytes(2).toString('hex')}`;
+    this.fleeceNode = names.fleece(this.tag);
+    this.jobId = names.job(this.tag);
+    this.exportId = names.export(this.tag);
     this.fleecePath = join(workDir, `fleece-${this.tag}.qcow2`);
     this.nbdSocket = live.nbdSocket ?? join(workDir, `live-${this.tag}.sock`);
   }

@@ -54,7 +54,8 @@ export interface SourceDriver {
    * Freezes a point in time of the disk and starts tracking changes from it for `chain` (see
    * `chainTag`): only that chain's tracking is read, rotated and, at commit, removed.
    * `previousChangeId` null (or `*`) asks for a full read. Throws `FullBackupRequiredError` when
-   * the previous change_id cannot be honoured.
+   * the previous change_id cannot be honoured. `owner` (see `ownerTag`) names what the driver
+   * makes outside the client, so that what a killed client left can be found and removed.
    */
   open(
     source: string,
@@ -62,5 +63,6 @@ export interface SourceDriver {
     workDir: string,
     chain: string,
     chainHeads?: ChainHead[],
+    owner?: string,
   ): Promise<SourceSnapshot>;
 }
