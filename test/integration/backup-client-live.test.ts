@@ -132,6 +132,43 @@ describe('a live disk with a guest writing during the backup', () => {
   });
 });
 
+describe('a live disk backed up and replicated at once', () => {
+  it("runs both copies side by side: neither holds the daemon's one-client monitor while it copies", async () => {
+    // qemu-storage-daemon's QMP monitor serves one client at a time. A client that kept it for
+    // its whole copy (12 s here) made the other chain's job on the disk wait past its handshake
+    // timeout and fail SOURCE_UNAVAILABLE.
+    const image = join(tmp.dir, 'both.qcow2');
+    createImage(image, 32 * MiB);
+    writeDisk(image, [{ offset: 0, length: 24 * MiB, pattern: 0x3b }]);
+    const daemon = await startStorageDaemon(image, tmp.dir, 'both');
+    daemons.push(daemon);
+    const run = (jobType: 'backup' | 'replication') => {
+      const jobId = `both-${jobType}`;
+      const job = writeJob(tmp.dir, jobId, {
+        jobType,
+        backupType: 'full',
+        disks: [
+          { diskKey: 'd0', source: daemon.source, targetPath: join(tmp.dir, jobId, 'd0.qcow2') },
+        ],
+      });
+      return runClient(['backup', '--job', job], {
+        TIDEMARK_JOB_ID: jobId,
+        TIDEMARK_COPY_MAX_MBPS: '2',
+      });
+    };
+    const results = await Promise.all([run('backup'), run('replication')]);
+    expect(results.map((r) => r.result)).toEqual([
+      expect.objectContaining({ status: 'completed' }),
+      expect.objectContaining({ status: 'completed' }),
+    ]);
+    await daemon.stop('SIGTERM'); // it holds the image
+    for (const r of results) {
+      const [disk] = completedDisks(r);
+      expect(sameContent(image, disk?.targetPath as string).same).toBe(true);
+    }
+  });
+});
+
 describe('a live disk whose runner is SIGKILLed mid-copy', () => {
   it('is left as it was: the client, its log pipe gone too, still ends its export, block job and fleece overlay', async () => {
     const image = join(tmp.dir, 'orphan.qcow2');

@@ -114,12 +114,31 @@ export async function removeLeftovers(qmp: QmpClient, owner: string): Promise<st
   return removed;
 }
 
+/** How long a client waits for a daemon's monitor that another client holds. */
+const MONITOR_WAIT_MS = 120_000;
+
+/**
+ * Connects to a daemon's QMP monitor, which serves one client at a time: while another holds it
+ * (the other chain's job on the same disk, briefly) the handshake does not come, so it tries
+ * again, for up to `MONITOR_WAIT_MS`. A socket that is not there fails at once.
+ */
+async function connectMonitor(source: string, qmpSocket: string): Promise<QmpClient> {
+  const deadline = Date.now() + MONITOR_WAIT_MS;
+  for (;;) {
+    try {
+      return await QmpClient.connect(qmpSocket);
+    } catch (err) {
+      const busy = err instanceof QmpError && err.errorClass === 'Timeout';
+      if (!busy || Date.now() > deadline)
+        throw qmpFailure(source, 'cannot reach the QMP monitor', err);
+    }
+  }
+}
+
 /** `removeLeftovers` on the daemon of a `qemu-live:` source. */
 export async function removeLeftoversAt(source: string, owner: string): Promise<string[]> {
   const live = parseLiveSource(source);
-  const qmp = await QmpClient.connect(live.qmpSocket).catch((err: unknown) => {
-    throw qmpFailure(source, 'cannot reach the QMP monitor', err);
-  });
+  const qmp = await connectMonitor(source, live.qmpSocket);
   try {
     return await removeLeftovers(qmp, owner);
   } finally {
@@ -156,15 +175,16 @@ export class QemuLiveDriver implements SourceDriver {
     owner = ownerTag(''),
   ): Promise<SourceSnapshot> {
     const live = parseLiveSource(source);
-    const qmp = await QmpClient.connect(live.qmpSocket).catch((err: unknown) => {
-      throw qmpFailure(source, 'cannot reach the QMP monitor', err);
-    });
+    const qmp = await connectMonitor(source, live.qmpSocket);
     const snapshot = new LiveSnapshot(source, live, qmp, workDir, owner);
     try {
       // What an earlier attempt of this job left (its client killed mid-teardown) goes first:
       // its backup job would hold the chain's bitmap busy.
       await removeLeftovers(qmp, owner);
       await snapshot.start(previousChangeId, chain, chainHeads);
+      // The monitor serves one client at a time: held for the whole copy, it would stall the
+      // other chain's job on this disk. The export, job and overlay live on without it.
+      await snapshot.releaseMonitor();
       return snapshot;
     } catch (err) {
       await snapshot.close();
@@ -192,15 +212,34 @@ class LiveSnapshot implements SourceSnapshot {
   private readonly clients: NbdClient[] = [];
   private areasClient: NbdClient | undefined;
   private tornDown = false;
-  private disconnected = false;
+  /** The monitor connection while one is open (at start, and again at teardown). */
+  private held: QmpClient | null;
+
+  /** The open monitor connection (start and teardown hold one). */
+  private get qmp(): QmpClient {
+    if (!this.held) throw new Error('no QMP connection held');
+    return this.held;
+  }
+
+  /** Lets the monitor go; `teardown` and `commit` connect again. */
+  async releaseMonitor(): Promise<void> {
+    const held = this.held;
+    this.held = null;
+    await held?.close().catch(() => undefined);
+  }
+
+  private async reconnect(): Promise<void> {
+    this.held ??= await connectMonitor(this.source, this.live.qmpSocket);
+  }
 
   constructor(
     private readonly source: string,
     private readonly live: LiveSource,
-    private readonly qmp: QmpClient,
+    qmp: QmpClient,
     workDir: string,
     owner: string,
   ) {
+    this.held = qmp;
     // 29 characters at most: qemu's node names stop at 31.
     this.tag = `${owner}-${randomBytes(2).toString('hex')}`;
     this.fleeceNode = names.fleece(this.tag);
@@ -343,6 +382,8 @@ class LiveSnapshot implements SourceSnapshot {
     if (this.tornDown) return;
     this.tornDown = true;
     await Promise.allSettled(this.clients.map((c) => c.disconnect()));
+    if (this.made.fleece || this.made.export || this.made.job || this.startedServer)
+      await this.reconnect();
     const steps: Array<() => Promise<unknown>> = [];
     if (this.made.export)
       steps.push(async () => {
@@ -381,6 +422,7 @@ class LiveSnapshot implements SourceSnapshot {
   async commit(): Promise<void> {
     try {
       await this.teardown();
+      if (this.stale.length > 0) await this.reconnect();
       // Each one on its own: one that cannot go must not keep the others.
       const failed: unknown[] = [];
       for (const name of this.stale)
@@ -402,8 +444,6 @@ class LiveSnapshot implements SourceSnapshot {
   }
 
   private async disconnect(): Promise<void> {
-    if (this.disconnected) return;
-    this.disconnected = true;
-    await this.qmp.close().catch(() => undefined);
+    await this.releaseMonitor();
   }
 }
