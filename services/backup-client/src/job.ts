@@ -1,7 +1,7 @@
 import { StartDataV1, type JobType, type Logger, type StartData } from '@tidemark/shared';
 import { z } from 'zod';
 import { DEFAULT_CANARY, runCanary, type CanaryOptions } from './copy/canary';
-import { copyPlan, planCopy, type CopyPlan } from './copy/copy-disk';
+import { copyPlan, planCopy, type CopyPlan, type WrittenExtent } from './copy/copy-disk';
 import { ClientError, FullBackupRequiredError } from './errors';
 import { DIGEST_ALGORITHM } from './digest';
 import { toWritten, writeManifest } from './manifest';
@@ -185,10 +185,12 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     'copy planned',
   );
   const t0 = performance.now();
-  const written = await copyPlan(plan, reader, target.writer, target.needsZeroes, {
+  const written: WrittenExtent[] = [];
+  await copyPlan(plan, reader, target.writer, target.needsZeroes, {
     ...deps.copy,
     signal: deps.signal,
     onProgress: (n) => deps.progress.setDone(disk.diskKey, n),
+    onWritten: (extent) => void written.push(extent),
   });
   deps.signal.throwIfAborted();
   // Only a disk that continued its chain has blocks its tracking calls unchanged to check.
