@@ -1,7 +1,7 @@
 import { createDigester } from './digest';
 import { resolve } from 'node:path';
-import { readManifest } from './manifest';
 import { AllocationFlag, type NbdClient } from './nbd/index';
+import { ManifestError, ManifestReader } from './protocol';
 import { backingChain, serveImage, type ImageInfo } from './qemu/image';
 import { runToolRaw, ToolError } from './qemu/process';
 import { ClientError } from './errors';
@@ -97,16 +97,20 @@ export async function verifyChain(image: string, ctx: ToolContext): Promise<Veri
     const verdict: FileVerdict = { path, extentsChecked: 0, bytesChecked: 0, problems: [] };
     files.push(verdict);
     verdict.problems.push(...(await qemuImgCheck(path)));
-    const manifest = await readManifest(path);
-    if (typeof manifest === 'string') {
-      verdict.problems.push(manifest);
+    let manifest: ManifestReader;
+    try {
+      manifest = await ManifestReader.open(path);
+    } catch (e) {
+      if (!(e instanceof ManifestError)) throw e;
+      verdict.problems.push(e.message);
       continue;
     }
-    if (manifest.size !== info.virtualSize)
-      verdict.problems.push(`size is ${info.virtualSize}, the manifest says ${manifest.size}`);
-    if ((manifest.backingPath ?? null) !== (info.backingPath ? resolve(info.backingPath) : null))
+    const { header } = manifest;
+    if (header.size !== info.virtualSize)
+      verdict.problems.push(`size is ${info.virtualSize}, the manifest says ${header.size}`);
+    if ((header.backingPath ?? null) !== (info.backingPath ? resolve(info.backingPath) : null))
       verdict.problems.push(
-        `backing file is ${info.backingPath ?? 'none'}, the manifest says ${manifest.backingPath ?? 'none'}`,
+        `backing file is ${info.backingPath ?? 'none'}, the manifest says ${header.backingPath ?? 'none'}`,
       );
     const exported = await serveImage({ image: path, socketDir: ctx.workDir, readOnly: true });
     try {
@@ -115,31 +119,42 @@ export async function verifyChain(image: string, ctx: ToolContext): Promise<Veri
         metaContexts: ['base:allocation'],
       });
       const zero = Buffer.alloc(CHUNK);
-      for (const [offset, length, sha] of manifest.written) {
+      for await (const entry of manifest.entries()) {
+        const { offset, length } = entry;
         if (offset + length > reader.size) {
           verdict.problems.push(`extent ${offset}+${length} lies past the end of the image`);
           continue;
         }
-        if (sha === null) {
+        if (entry.type === 'zero') {
           const bad = await firstNonZero(reader, zero, offset, length);
           if (bad)
             verdict.problems.push(
               `range ${bad.at}+${bad.length} should read as zeroes and does not`,
             );
+          verdict.extentsChecked++;
         } else {
-          const data = await reader.read(offset, length);
-          if (digester.digest(data) !== sha)
-            verdict.problems.push(
-              `extent ${offset}+${length}: the data differs from what was written (${manifest.digest} digest)`,
-            );
+          for (const [i, digest] of entry.digests.entries()) {
+            const at = offset + i * entry.chunk;
+            const n = Math.min(entry.chunk, offset + length - at);
+            const data = await reader.read(at, n);
+            if (digester.digest(data) !== digest)
+              verdict.problems.push(
+                `extent ${at}+${n}: the data differs from what was written (${header.digest} digest)`,
+              );
+            verdict.extentsChecked++;
+          }
         }
-        verdict.extentsChecked++;
         verdict.bytesChecked += length;
       }
       await reader.disconnect();
     } catch (e) {
-      verdict.problems.push(`read failed: ${e instanceof Error ? e.message : String(e)}`);
+      verdict.problems.push(
+        e instanceof ManifestError
+          ? e.message
+          : `read failed: ${e instanceof Error ? e.message : String(e)}`,
+      );
     } finally {
+      await manifest.close();
       await exported.server.stop();
     }
     ctx.out({
