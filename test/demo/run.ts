@@ -14,12 +14,12 @@
  * names a file to write the summary to as JSON; TIDEMARK_DEMO_KEEP=1 keeps the work directory.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { manifestPath } from '@tidemark/backup-client/protocol';
+import { readManifest } from '@tidemark/backup-client/protocol';
 import { formatBytes, formatTable } from '@tidemark/cli/format';
 import { busTopology, redactUrl } from '@tidemark/shared';
 import { createConnection } from 'mysql2/promise';
@@ -117,13 +117,11 @@ interface JobSummary {
 }
 
 /** Bytes a job wrote into its targets, from each target's manifest (data and zeroed ranges). */
-function manifestWritten(targets: string[]): number {
+async function manifestWritten(targets: string[]): Promise<number> {
   let sum = 0;
   for (const t of targets) {
-    const m = JSON.parse(readFileSync(manifestPath(t), 'utf8')) as {
-      written: Array<[number, number, string | null]>;
-    };
-    for (const [, length] of m.written) sum += length;
+    const m = await readManifest(t);
+    sum += m.dataBytes + m.zeroBytes;
   }
   return sum;
 }
@@ -235,9 +233,12 @@ async function main(): Promise<void> {
       const job = (await sys.api<ApiJob>('GET', path)).body;
       return { ...job, id };
     };
-    const summarize = (job: ApiJob & { id: string }, verified: boolean | null): JobSummary => {
+    const summarize = async (
+      job: ApiJob & { id: string },
+      verified: boolean | null,
+    ): Promise<JobSummary> => {
       const targets = job.disks.map((d) => d.target_path as string);
-      const written = manifestWritten(targets);
+      const written = await manifestWritten(targets);
       const seconds =
         (Date.parse(job.completed_at ?? '') - Date.parse(job.started_at ?? '')) / 1000;
       const s: JobSummary = {
@@ -286,7 +287,7 @@ async function main(): Promise<void> {
     const full = await runJob('backup', 'full');
     step('Restoring and verifying the full backup');
     const fullRestores = await restoreAndCheck(full, 'full');
-    summarize(full, true);
+    await summarize(full, true);
 
     step('The guest changes about 1% of its data');
     const changed = guestChanges(disks, 0.01, 1, 0x42);
@@ -301,7 +302,7 @@ async function main(): Promise<void> {
         throw new Error(`the full backup of ${d.disk_key} no longer restores as it did`);
     }
     console.log('  the full still restores to the first point');
-    summarize(inc, true);
+    await summarize(inc, true);
     for (const r of fullRestores) rmSync(r, { force: true });
 
     const replicaCheck = (job: ApiJob & { id: string }) => {
@@ -314,11 +315,11 @@ async function main(): Promise<void> {
       return true;
     };
     const replFull = await runJob('replicate', 'full');
-    summarize(replFull, replicaCheck(replFull));
+    await summarize(replFull, replicaCheck(replFull));
     step('The guest changes about 1% again');
     guestChanges(disks, 0.01, 2, 0x43);
     const replInc = await runJob('replicate', 'incremental');
-    summarize(replInc, replicaCheck(replInc));
+    await summarize(replInc, replicaCheck(replInc));
 
     step('Summary');
     const pct = (x: number) => `${(x * 100).toFixed(2)}%`;

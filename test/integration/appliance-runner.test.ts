@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLogger } from '@tidemark/shared';
-import { manifestPath } from '@tidemark/backup-client/protocol';
+import { manifestPath, readManifest } from '@tidemark/backup-client/protocol';
 import { RunnerConfigSchema } from '@tidemark/appliance-runner/config';
 import { startRunner, type Runner } from '@tidemark/appliance-runner/runner';
 import {
@@ -390,9 +390,7 @@ describe('appliance-runner', () => {
     await startFull(jobId, vm, disk);
     expect(await killed).toBe('SIGKILL');
     const copied = readFileSync(disk.target);
-    const manifest = JSON.parse(readFileSync(`${disk.target}.tidemark.json`, 'utf8')) as {
-      changeId: string;
-    };
+    const manifest = await readManifest(disk.target);
 
     const b = await runner({ TIDEMARK_RUNNER_ACK_WAIT_MS: '2000' });
     const job = await world.waitForJob(jobId, (j) => j.status === 'completed', 30_000);

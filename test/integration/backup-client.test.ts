@@ -9,12 +9,15 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   readSync,
   statSync,
+  writeFileSync,
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
+import { manifestPath } from '@tidemark/backup-client/protocol';
 import { serveImage } from '@tidemark/backup-client/qemu/image';
 import {
   bitmapNames,
@@ -579,6 +582,31 @@ describe('verify', () => {
     expect(ok.code).toBe(0);
     expect(ok.result).toMatchObject({ status: 'ok' });
     expect((ok.result?.files as unknown[]).length).toBe(2);
+
+    // A manifest that calls the overlay's data zeroes: the range is read (its allocation is
+    // data, not zero) and found not to be.
+    const incManifest = manifestPath(top);
+    const kept = readFileSync(incManifest, 'utf8');
+    const lines = kept
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, number | string>);
+    expect(lines.map((l) => l.type ?? 'header')).toEqual(['header', 'data', 'end']);
+    const [head, data, end] = lines as [object, Record<string, number>, Record<string, number>];
+    const asZero = [
+      head,
+      { type: 'zero', offset: data.offset, length: data.length },
+      { ...end, dataExtents: 0, dataBytes: 0, zeroRanges: 1, zeroBytes: data.length },
+    ];
+    writeFileSync(incManifest, asZero.map((l) => `${JSON.stringify(l)}\n`).join(''));
+    const lied = await runClient(['verify', top], {});
+    expect(lied.code).toBe(1);
+    const liedFiles = lied.result?.files as Array<{ problems: string[] }>;
+    expect(liedFiles[0]?.problems).toEqual([]);
+    expect(liedFiles[1]?.problems).toEqual([
+      `range 0+${64 * KiB} should read as zeroes and does not`,
+    ]);
+    writeFileSync(incManifest, kept);
 
     // Flip one byte of the base file inside cluster 0, which the overlay hides from the top.
     const map = JSON.parse(

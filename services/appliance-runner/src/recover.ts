@@ -1,6 +1,6 @@
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import type { CompletedDiskData, StartData } from '@tidemark/shared';
-import { Manifest, manifestPath } from '@tidemark/backup-client/protocol';
+import { readManifest, type Manifest } from '@tidemark/backup-client/protocol';
 
 /**
  * The result of an earlier attempt of this backup job whose copy finished on every disk (each
@@ -19,7 +19,8 @@ export async function finishedCopy(
     if (!target?.isFile()) return null;
     let manifest: Manifest;
     try {
-      manifest = Manifest.parse(JSON.parse(await readFile(manifestPath(d.targetPath), 'utf8')));
+      // Read as a stream and checked to its end line (bounded memory, any disk size).
+      manifest = await readManifest(d.targetPath);
     } catch {
       return null;
     }
@@ -27,8 +28,8 @@ export async function finishedCopy(
     disks.push({
       diskKey: d.diskKey,
       changeId: manifest.changeId,
-      // Data extents carry a digest; zeroed ranges do not and were not copied.
-      bytesTransferred: manifest.written.reduce((s, [, len, digest]) => s + (digest ? len : 0), 0),
+      // Zeroed ranges were not copied.
+      bytesTransferred: manifest.dataBytes,
       targetPath: d.targetPath,
       bytesTotal: manifest.size,
       fullReason: manifest.fullReason,

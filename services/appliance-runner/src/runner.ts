@@ -81,7 +81,12 @@ interface Slot {
 /** The files a backup attempt writes; a replica is updated in place and is never among them. */
 async function removeAttemptFiles(start: StartData): Promise<void> {
   for (const d of start.disks)
-    for (const f of [d.targetPath, partialPath(d.targetPath), manifestPath(d.targetPath)])
+    for (const f of [
+      d.targetPath,
+      partialPath(d.targetPath),
+      manifestPath(d.targetPath),
+      partialPath(manifestPath(d.targetPath)),
+    ])
       await rm(f, { force: true });
 }
 

@@ -4,7 +4,7 @@ import { DEFAULT_CANARY, runCanary, type CanaryOptions } from './copy/canary';
 import { copyPlan, planCopy, type CopyPlan } from './copy/copy-disk';
 import { ClientError, FullBackupRequiredError } from './errors';
 import { DIGEST_ALGORITHM } from './digest';
-import { toWritten, writeManifest } from './manifest';
+import { ManifestWriter } from './manifest';
 import type { ProgressReporter } from './progress';
 import type { DiskResult, ResultLine } from './protocol';
 import { chainTag } from './source/change-id';
@@ -92,6 +92,7 @@ function toClientError(err: unknown, diskKey: string): ClientError {
 interface DiskRun {
   snapshot?: SourceSnapshot;
   target?: Qcow2Target;
+  manifest?: ManifestWriter;
   result?: DiskResult;
   error?: ClientError;
 }
@@ -181,16 +182,29 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     throw err;
   }
   const target = await opening;
+  const manifest = await ManifestWriter.create(disk.targetPath, {
+    jobId: job.jobId,
+    jobType: job.jobType,
+    diskKey: disk.diskKey,
+    changeId: snapshot.changeId,
+    baseChangeId: snapshot.baseChangeId,
+    size: snapshot.size,
+    backingPath: spec.kind === 'overlay' ? spec.backingPath : null,
+    fullReason,
+    digest: DIGEST_ALGORITHM,
+  });
+  run.manifest = manifest;
   deps.progress.setTotal(disk.diskKey, plan.dataBytes);
   log.info(
     { dataBytes: plan.dataBytes, dataExtents: plan.data.length, zeroExtents: plan.zero.length },
     'copy planned',
   );
   const t0 = performance.now();
-  const written = await copyPlan(plan, reader, target.writer, target.needsZeroes, {
+  await copyPlan(plan, reader, target.writer, target.needsZeroes, {
     ...deps.copy,
     signal: deps.signal,
     onProgress: (n) => deps.progress.setDone(disk.diskKey, n),
+    onWritten: (extent) => manifest.add(extent),
   });
   deps.signal.throwIfAborted();
   // Only a disk that continued its chain has blocks its tracking calls unchanged to check.
@@ -210,27 +224,14 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
       'the change tracking missed writes: blocks it calls unchanged differ from the chain',
     );
   const t1 = performance.now();
+  // The manifest is on disk before the target moves into place, and joins it after.
+  await manifest.finish({ canary, createdAt: new Date().toISOString() });
   await target.finish();
+  await manifest.commit();
   log.info(
     { copySeconds: (t1 - t0) / 1000, flushSeconds: (performance.now() - t1) / 1000 },
     'target flushed',
   );
-  await writeManifest(disk.targetPath, {
-    format: 'tidemark-manifest',
-    version: 1,
-    jobId: job.jobId,
-    jobType: job.jobType,
-    diskKey: disk.diskKey,
-    changeId: snapshot.changeId,
-    baseChangeId: snapshot.baseChangeId,
-    size: snapshot.size,
-    backingPath: spec.kind === 'overlay' ? spec.backingPath : null,
-    fullReason,
-    canary,
-    createdAt: new Date().toISOString(),
-    digest: DIGEST_ALGORITHM,
-    written: toWritten(written),
-  });
   run.result = {
     diskKey: disk.diskKey,
     changeId: snapshot.changeId,
@@ -269,6 +270,7 @@ export async function runJob(job: ClientJob, deps: RunDeps): Promise<ResultLine>
           'disk failed',
         );
         await run.target?.abort().catch(() => undefined);
+        await run.manifest?.abort().catch(() => undefined);
       }
     }),
   );

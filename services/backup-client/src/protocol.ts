@@ -5,6 +5,7 @@
  * the client leaves beside each file it wrote. The client writes through this module and the
  * runner parses through it; nothing else spells them.
  */
+import { open, type FileHandle } from 'node:fs/promises';
 import { ProgressPhase } from '@tidemark/shared';
 import { z } from 'zod';
 
@@ -170,14 +171,30 @@ export function partialPath(file: string): string {
   return `${file}.partial`;
 }
 
-/**
- * What one job wrote into one file of a chain: every data extent with its digest, and every
- * range written as zeroes. `verify` re-reads the chain against it; the runner reads it to find
- * an earlier attempt's finished copy.
- */
-export const Manifest = z.object({
-  format: z.literal('tidemark-manifest'),
-  version: z.literal(1),
+// The manifest: what one job wrote into one file of a chain — every data extent with its
+// digest, and every range written as zeroes. `verify` re-reads the chain against it; the runner
+// reads it to find an earlier attempt's finished copy.
+//
+// Version 2 (written since large disks) is JSON lines, so neither writing nor reading it ever
+// holds more than a line, whatever the disk's size:
+//
+//   {"format":"tidemark-manifest","version":2,"jobId":…,"size":…,"digest":"xxh128",…}   header
+//   {"type":"data","offset":0,"length":1310720,"chunk":524288,"digests":["…","…","…"]}
+//   {"type":"zero","offset":1310720,"length":4194304}
+//   {"type":"end","canary":null,"createdAt":…,"dataExtents":3,"dataBytes":1310720,…}
+//
+// A data line is a run of extents laid end to end: `length` bytes from `offset` cut into
+// `chunk`-byte extents (the last may be shorter), one digest each, at most
+// `MANIFEST_RUN_DIGESTS` to a line (a line stays under 40 KiB). A zero line is one range
+// written as (or found to read as) zeroes; adjacent ones are merged. Lines are in offset order
+// and do not overlap. The end line carries what is known only once the copy is done, and the
+// totals of the lines above it: a file cut short, or with a line lost, does not read.
+//
+// Version 1 (one JSON object with `written: [offset, length, digest | null][]`, one entry per
+// copy request) reached V8's string limit on multi-TiB disks; it is still read, never written.
+
+/** The fields every version has: the job, and the file it wrote. */
+const ManifestJob = {
   jobId: z.string(),
   jobType: z.enum(['backup', 'replication']),
   diskKey: z.string(),
@@ -186,8 +203,17 @@ export const Manifest = z.object({
   /** The change_id it started from; null for a full copy. */
   baseChangeId: z.string().nullable(),
   /** Size of the disk in bytes. */
-  size: z.number().int().min(0),
+  size: Bytes,
   backingPath: z.string().nullable(),
+  /** How the digests were made. */
+  digest: z.literal('xxh128'),
+};
+
+/** A manifest of before large disks: read, never written. */
+export const ManifestV1 = z.object({
+  format: z.literal('tidemark-manifest'),
+  version: z.literal(1),
+  ...ManifestJob,
   /**
    * Why this disk of an incremental was copied in full; null when it continued its chain.
    * Absent in manifests of before per-disk full copies.
@@ -196,9 +222,354 @@ export const Manifest = z.object({
   /** The CBT canary's figures for a disk that continued its chain; null when not run (or older). */
   canary: Canary.nullable().default(null),
   createdAt: z.string(),
-  /** How `written` digests were made. */
-  digest: z.literal('xxh128'),
   /** `[offset, length, hex digest | null]`; null = zeroes. */
   written: z.array(z.tuple([z.number().int(), z.number().int(), z.string().nullable()])),
 });
-export type Manifest = z.output<typeof Manifest>;
+
+/** The first line of a version 2 manifest. */
+export const ManifestHeader = z.object({
+  format: z.literal('tidemark-manifest'),
+  version: z.literal(2),
+  ...ManifestJob,
+  /** Why this disk of an incremental was copied in full; null when it continued its chain. */
+  fullReason: z.string().nullable(),
+});
+export type ManifestHeader = z.output<typeof ManifestHeader>;
+
+/** Most digests on one data line. */
+export const MANIFEST_RUN_DIGESTS = 1024;
+
+const Length = z.number().int().min(1);
+const DataRun = z
+  .object({
+    type: z.literal('data'),
+    offset: Bytes,
+    length: Length,
+    chunk: Length,
+    digests: z
+      .array(z.string().regex(/^[0-9a-f]{32}$/))
+      .min(1)
+      .max(MANIFEST_RUN_DIGESTS),
+  })
+  .refine((r) => r.digests.length === Math.ceil(r.length / r.chunk), {
+    message: 'a run needs one digest per chunk',
+    path: ['digests'],
+  });
+const ZeroRange = z.object({ type: z.literal('zero'), offset: Bytes, length: Length });
+
+/** The last line of a version 2 manifest. */
+export const ManifestEnd = z.object({
+  type: z.literal('end'),
+  /** The CBT canary's figures for a disk that continued its chain; null when not run. */
+  canary: Canary.nullable(),
+  createdAt: z.string(),
+  /** Data extents (digests) on the lines above, and their bytes. */
+  dataExtents: Bytes,
+  dataBytes: Bytes,
+  /** Zero lines above, and their bytes. */
+  zeroRanges: Bytes,
+  zeroBytes: Bytes,
+});
+
+const ManifestBodyLine = z.discriminatedUnion('type', [DataRun, ZeroRange, ManifestEnd]);
+
+/** A data run (a v1 data entry is a run of one) or a zero range, as a reader hands it out. */
+export type ManifestEntry =
+  | { type: 'data'; offset: number; length: number; chunk: number; digests: string[] }
+  | { type: 'zero'; offset: number; length: number };
+
+/** What a manifest says before its entries: the job and the file (either version). */
+export type ManifestInfo = Omit<ManifestHeader, 'version'> & { version: 1 | 2 };
+
+/** All a manifest says except its entries, read in full (either version). */
+export interface Manifest extends ManifestInfo {
+  canary: z.output<typeof Canary> | null;
+  createdAt: string;
+  dataExtents: number;
+  dataBytes: number;
+  zeroRanges: number;
+  zeroBytes: number;
+}
+
+type Totals = Pick<Manifest, 'dataExtents' | 'dataBytes' | 'zeroRanges' | 'zeroBytes'>;
+const noTotals = (): Totals => ({ dataExtents: 0, dataBytes: 0, zeroRanges: 0, zeroBytes: 0 });
+
+const jsonLine = (value: unknown): string => `${JSON.stringify(value)}\n`;
+
+/**
+ * Turns the extents of a copy, given in offset order, into the lines of a version 2 manifest:
+ * equal consecutive data extents become one run, adjacent zero ranges one range. It holds one
+ * line at most; the caller writes out what each call returns.
+ */
+export class ManifestEncoder {
+  private run: ManifestEntry | null = null;
+  private end = 0;
+  private readonly totals = noTotals();
+
+  /** The header line. */
+  static header(header: z.input<typeof ManifestHeader>): string {
+    return jsonLine(ManifestHeader.parse(header));
+  }
+
+  /** Adds the next extent (`digest` absent or null: zeroes); returns the lines it completed. */
+  add(extent: { offset: number; length: number; digest?: string | null }): string {
+    const { offset, length } = extent;
+    if (offset < this.end || !(length > 0))
+      throw new Error(`manifest extent ${offset}+${length} is out of order (at ${this.end})`);
+    this.end = offset + length;
+    const run = this.run;
+    const adjacent = run !== null && run.offset + run.length === offset;
+    if (extent.digest == null) {
+      this.totals.zeroBytes += length;
+      if (adjacent && run.type === 'zero') {
+        run.length += length;
+        return '';
+      }
+      this.totals.zeroRanges++;
+      return this.replace({ type: 'zero', offset, length });
+    }
+    this.totals.dataExtents++;
+    this.totals.dataBytes += length;
+    if (
+      adjacent &&
+      run.type === 'data' &&
+      run.length === run.chunk * run.digests.length && // no short extent ended it
+      length <= run.chunk &&
+      run.digests.length < MANIFEST_RUN_DIGESTS
+    ) {
+      run.digests.push(extent.digest);
+      run.length += length;
+      return '';
+    }
+    return this.replace({ type: 'data', offset, length, chunk: length, digests: [extent.digest] });
+  }
+
+  /** The lines still held and the end line. */
+  finish(end: { canary: z.input<typeof Canary> | null; createdAt: string }): string {
+    return (
+      this.replace(null) + jsonLine(ManifestEnd.parse({ type: 'end', ...end, ...this.totals }))
+    );
+  }
+
+  private replace(next: ManifestEntry | null): string {
+    const done = this.run;
+    this.run = next;
+    return done ? jsonLine(done) : '';
+  }
+}
+
+/** A manifest that is missing, malformed, cut short, or of a version this reader does not know. */
+export class ManifestError extends Error {
+  override readonly name = 'ManifestError';
+}
+
+/** Longest line after the first (a full data line is under 40 KiB). */
+const MAX_LINE = 1024 * 1024;
+
+/**
+ * The lines of an open file, read 64 KiB at a time as they are consumed. The first line is not
+ * bounded: in version 1 it is the whole file.
+ */
+async function* fileLines(fh: FileHandle, path: string): AsyncGenerator<string> {
+  const buffer = Buffer.allocUnsafe(64 * 1024);
+  let parts: Buffer[] = [];
+  let held = 0;
+  let count = 0;
+  for (;;) {
+    const { bytesRead } = await fh.read(buffer, 0, buffer.length, null);
+    if (bytesRead === 0) break;
+    const got = buffer.subarray(0, bytesRead);
+    let start = 0;
+    for (let nl = got.indexOf(10); nl !== -1; nl = got.indexOf(10, start)) {
+      const piece = got.subarray(start, nl);
+      const text = (held === 0 ? piece : Buffer.concat([...parts, piece])).toString('utf8');
+      parts = [];
+      held = 0;
+      start = nl + 1;
+      count++;
+      yield text;
+    }
+    if (start < got.length) {
+      parts.push(Buffer.from(got.subarray(start)));
+      held += got.length - start;
+      if (count > 0 && held > MAX_LINE)
+        throw new ManifestError(`manifest ${path} line ${count + 1} is longer than ${MAX_LINE}`);
+    }
+  }
+  if (held > 0) yield Buffer.concat(parts).toString('utf8');
+}
+
+function parseAs<T extends z.ZodType>(
+  schema: T,
+  text: string,
+  path: string,
+  line: number,
+): z.output<T> {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new ManifestError(`manifest ${path} line ${line} is not JSON`);
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ManifestError(
+      `manifest ${path} line ${line} is malformed: ${issue?.path.join('.')}: ${issue?.message}`,
+    );
+  }
+  return parsed.data;
+}
+
+/**
+ * Reads the manifest of one file as a stream: the header at `open`, then each entry as
+ * `entries()` is iterated, checked as it comes (a version 2 file is checked to its end line);
+ * memory stays that of one line. `manifest()` is what it said, once the entries were read.
+ */
+export class ManifestReader {
+  private result: Manifest | null = null;
+
+  private constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    private readonly lines: AsyncGenerator<string>,
+    readonly header: ManifestInfo,
+    private readonly v1: z.output<typeof ManifestV1> | null,
+  ) {}
+
+  /** Opens the manifest beside `image`; throws ManifestError when there is none or its header is bad. */
+  static async open(image: string): Promise<ManifestReader> {
+    const path = manifestPath(image);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch {
+      throw new ManifestError(`no manifest ${path}`);
+    }
+    try {
+      const lines = fileLines(fh, path);
+      const first = await lines.next();
+      if (first.done) throw new ManifestError(`manifest ${path} is empty`);
+      let version: unknown;
+      try {
+        version = (JSON.parse(first.value) as { version?: unknown } | null)?.version;
+      } catch {
+        throw new ManifestError(`manifest ${path} is not JSON`);
+      }
+      if (version === 1) {
+        const v1 = parseAs(ManifestV1, first.value, path, 1);
+        const header: ManifestInfo = {
+          format: v1.format,
+          version: 1,
+          jobId: v1.jobId,
+          jobType: v1.jobType,
+          diskKey: v1.diskKey,
+          changeId: v1.changeId,
+          baseChangeId: v1.baseChangeId,
+          size: v1.size,
+          backingPath: v1.backingPath,
+          digest: v1.digest,
+          fullReason: v1.fullReason,
+        };
+        return new ManifestReader(path, fh, lines, header, v1);
+      }
+      if (typeof version === 'number' && version !== 2)
+        throw new ManifestError(`manifest ${path} is of version ${version}; this reads 1 and 2`);
+      return new ManifestReader(
+        path,
+        fh,
+        lines,
+        parseAs(ManifestHeader, first.value, path, 1),
+        null,
+      );
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  /** Every entry in file order; throws ManifestError at the first bad line. Iterate it once. */
+  async *entries(): AsyncGenerator<ManifestEntry> {
+    const totals = noTotals();
+    if (this.v1) {
+      for (const [offset, length, digest] of this.v1.written) {
+        if (digest === null) {
+          totals.zeroRanges++;
+          totals.zeroBytes += length;
+          yield { type: 'zero', offset, length };
+        } else {
+          totals.dataExtents++;
+          totals.dataBytes += length;
+          yield { type: 'data', offset, length, chunk: length, digests: [digest] };
+        }
+      }
+      if (!(await this.lines.next()).done)
+        throw new ManifestError(`manifest ${this.path} (version 1) has more than one line`);
+      this.result = {
+        ...this.header,
+        canary: this.v1.canary,
+        createdAt: this.v1.createdAt,
+        ...totals,
+      };
+      return;
+    }
+    let line = 1;
+    let at = 0;
+    let end: z.output<typeof ManifestEnd> | null = null;
+    for await (const text of this.lines) {
+      line++;
+      if (end) throw new ManifestError(`manifest ${this.path} line ${line} follows its end line`);
+      const entry = parseAs(ManifestBodyLine, text, this.path, line);
+      if (entry.type === 'end') {
+        end = entry;
+        continue;
+      }
+      if (entry.offset < at)
+        throw new ManifestError(
+          `manifest ${this.path} line ${line} starts at ${entry.offset}, before the end of the line above (${at})`,
+        );
+      at = entry.offset + entry.length;
+      if (at > this.header.size)
+        throw new ManifestError(
+          `manifest ${this.path} line ${line} ends at ${at}, past the disk's ${this.header.size} bytes`,
+        );
+      if (entry.type === 'data') {
+        totals.dataExtents += entry.digests.length;
+        totals.dataBytes += entry.length;
+      } else {
+        totals.zeroRanges++;
+        totals.zeroBytes += entry.length;
+      }
+      yield entry;
+    }
+    if (!end) throw new ManifestError(`manifest ${this.path} is cut short: it has no end line`);
+    for (const key of Object.keys(totals) as Array<keyof Totals>)
+      if (end[key] !== totals[key])
+        throw new ManifestError(
+          `manifest ${this.path}: its end line says ${key} ${end[key]}, its lines hold ${totals[key]}`,
+        );
+    this.result = { ...this.header, canary: end.canary, createdAt: end.createdAt, ...totals };
+  }
+
+  /** What the manifest said; only once `entries()` has been read to its end. */
+  manifest(): Manifest {
+    if (!this.result) throw new Error(`manifest ${this.path}: entries not read to the end`);
+    return this.result;
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/** Reads and checks the whole manifest beside `image` (one line in memory at a time). */
+export async function readManifest(image: string): Promise<Manifest> {
+  const reader = await ManifestReader.open(image);
+  try {
+    const entries = reader.entries();
+    while (!(await entries.next()).done);
+    return reader.manifest();
+  } finally {
+    await reader.close();
+  }
+}

@@ -27,6 +27,12 @@ export interface CopyOptions {
   maxBytesPerSecond?: number;
   /** Called after every chunk with the bytes of data copied so far. */
   onProgress?: (bytesDone: number) => void;
+  /**
+   * Told every extent written (data chunks and zero ranges) in offset order, each as soon as
+   * every extent before it is written too; awaited. The copy holds no list of them: at most
+   * `REORDER_WINDOW` per worker wait for one before them to finish.
+   */
+  onWritten?: (extent: WrittenExtent) => void | Promise<void>;
   signal?: AbortSignal;
 }
 
@@ -81,17 +87,33 @@ export async function planCopy(
   return plan;
 }
 
-function* chunks(areas: Area[], size: number): Generator<Area> {
-  for (const a of areas) {
+/** Extents that may finish ahead of the first unfinished one, per worker. */
+const REORDER_WINDOW = 4;
+
+interface Work extends Area {
+  zero: boolean;
+}
+
+/** The plan's data as `size`-byte chunks and its zero ranges, merged in offset order. */
+function* work(plan: CopyPlan, size: number): Generator<Work> {
+  let z = 0;
+  const zeroesBefore = function* (offset: number): Generator<Work> {
+    for (; z < plan.zero.length && (plan.zero[z] as Area).offset < offset; z++)
+      yield { ...(plan.zero[z] as Area), zero: true };
+  };
+  for (const a of plan.data) {
+    yield* zeroesBefore(a.offset);
     for (let at = a.offset; at < a.offset + a.length; at += size)
-      yield { offset: at, length: Math.min(size, a.offset + a.length - at) };
+      yield { offset: at, length: Math.min(size, a.offset + a.length - at), zero: false };
   }
+  yield* zeroesBefore(Infinity);
 }
 
 /**
  * Copies a plan from `reader` to `writer`: data chunks with several in flight, zero ranges as
- * WRITE_ZEROES when `writeZeroes` (an overlay must hide its backing file's old data). Returns
- * every written extent, in offset order, for the manifest.
+ * WRITE_ZEROES when `writeZeroes` (an overlay must hide its backing file's old data). Every
+ * written extent goes to `onWritten`, in offset order, for the manifest; memory stays that of
+ * the chunks in flight whatever the size of the disk.
  */
 export async function copyPlan(
   plan: CopyPlan,
@@ -99,14 +121,40 @@ export async function copyPlan(
   writer: NbdClient,
   writeZeroes: boolean,
   options: CopyOptions = {},
-): Promise<WrittenExtent[]> {
+): Promise<void> {
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
   const inFlight = options.inFlight ?? DEFAULT_IN_FLIGHT;
-  const written: WrittenExtent[] = [];
+  const window = inFlight * REORDER_WINDOW;
   let done = 0;
-  const queue = chunks(plan.data, chunkSize);
+  const queue = work(plan, chunkSize);
   let failed = false;
   const digester = await createDigester();
+  // Extents are numbered as they are taken; finished ones wait in `finished` until every one
+  // before them has been told, and no worker takes one more than `window` ahead.
+  let taken = 0;
+  let told = 0;
+  const finished = new Map<number, WrittenExtent>();
+  let telling = false;
+  let waiting: Array<() => void> = [];
+  const wake = (): void => {
+    const w = waiting;
+    waiting = [];
+    for (const r of w) r();
+  };
+  const tell = async (): Promise<void> => {
+    if (telling) return; // the worker already telling takes this one too
+    telling = true;
+    try {
+      for (let e = finished.get(told); e; e = finished.get(told)) {
+        finished.delete(told);
+        told++;
+        await options.onWritten?.(e);
+        wake();
+      }
+    } finally {
+      telling = false;
+    }
+  };
   // A token bucket shared by the workers: each chunk reserves its slot in time.
   let nextSlot = performance.now();
   const throttle = async (bytes: number): Promise<void> => {
@@ -120,31 +168,36 @@ export async function copyPlan(
   const worker = async (): Promise<void> => {
     // Each worker reuses one buffer: no allocation (and no garbage) per chunk.
     const buffer = Buffer.allocUnsafe(chunkSize);
-    for (let next = queue.next(); !next.done && !failed; next = queue.next()) {
-      options.signal?.throwIfAborted();
-      const { offset, length } = next.value;
-      try {
-        await throttle(length);
-        const data = await reader.readInto(offset, buffer.subarray(0, length));
-        const digest = digester.digest(data);
-        await writer.write(offset, data);
-        written.push({ offset, length, digest });
-        done += length;
-        options.onProgress?.(done);
-      } catch (err) {
-        failed = true;
-        throw err;
+    try {
+      for (;;) {
+        while (!failed && taken >= told + window) await new Promise<void>((r) => waiting.push(r));
+        const next = failed ? undefined : queue.next();
+        if (!next || next.done) return;
+        const seq = taken++;
+        options.signal?.throwIfAborted();
+        const { offset, length, zero } = next.value;
+        if (zero) {
+          if (writeZeroes) await writer.writeZeroes(offset, length);
+          finished.set(seq, { offset, length });
+        } else {
+          await throttle(length);
+          const data = await reader.readInto(offset, buffer.subarray(0, length));
+          const digest = digester.digest(data);
+          await writer.write(offset, data);
+          finished.set(seq, { offset, length, digest });
+          done += length;
+          options.onProgress?.(done);
+        }
+        await tell();
       }
+    } catch (err) {
+      failed = true;
+      wake();
+      throw err;
     }
   };
-  const zeroes = async (): Promise<void> => {
-    for (const z of plan.zero) {
-      options.signal?.throwIfAborted();
-      if (writeZeroes) await writer.writeZeroes(z.offset, z.length);
-      written.push({ offset: z.offset, length: z.length });
-    }
-  };
-  await Promise.all([...Array.from({ length: inFlight }, worker), zeroes()]);
-  written.sort((a, b) => a.offset - b.offset);
-  return written;
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  // Every worker is done, so the one telling has told everything finished.
+  if (finished.size > 0 || told !== taken)
+    throw new Error(`copy ended with ${taken - told} extent(s) not reported`);
 }

@@ -57,7 +57,8 @@ export async function checkTarget(spec: TargetSpec): Promise<number | null> {
   return null;
 }
 
-async function fsyncPath(path: string): Promise<void> {
+/** fsyncs a file or a directory (after a rename into it). */
+export async function fsyncPath(path: string): Promise<void> {
   const fh = await open(path, 'r');
   try {
     await fh.sync();
