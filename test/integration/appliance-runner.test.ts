@@ -48,9 +48,16 @@ afterAll(async () => {
   tmp.remove();
 });
 
+/**
+ * What the suite's runners may touch: jobs write under `<tmp>/repo`, read disks in `<tmp>`
+ * (tests of the refusals narrow these).
+ */
+const roots = () => ({ TIDEMARK_REPOSITORY_ROOTS: repoRoot(), TIDEMARK_SOURCE_ROOTS: tmp.dir });
+
 async function runner(overrides: Record<string, string> = {}): Promise<Runner> {
   const config = RunnerConfigSchema.parse({
     ...world.env,
+    ...roots(),
     TIDEMARK_RUNNER_WORK_DIR: tmp.dir,
     TIDEMARK_RUNNER_ID: uniqueName('runner-'),
     TIDEMARK_RUNNER_CONCURRENCY: '1',
@@ -119,6 +126,7 @@ function runnerProcess(env: Record<string, string>): ChildProcess {
     env: {
       PATH: process.env.PATH,
       ...world.env,
+      ...roots(),
       TIDEMARK_RUNNER_WORK_DIR: tmp.dir,
       TIDEMARK_RUNNER_CLIENT: clientMain,
       TIDEMARK_LOG_LEVEL: process.env.RUNNER_TEST_LOG === '1' ? 'info' : 'warn',
@@ -558,7 +566,12 @@ describe('appliance-runner', () => {
   });
 
   it('refuses a job whose target leaves its repository (a symlink, or a root from the ledger)', async () => {
-    const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
+    // The seeded repository's root (/var/lib/tidemark/repo) is among this runner's roots: the
+    // ledger's root is then what the target is held to.
+    const r = await runner({
+      TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record'),
+      TIDEMARK_REPOSITORY_ROOTS: `${repoRoot()}:/var/lib/tidemark`,
+    });
     const vm = uniqueName('vm');
     const disk = vmWithDisk(vm);
     const outside = join(tmp.dir, `outside-${vm}`);
