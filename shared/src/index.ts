@@ -74,6 +74,12 @@ export {
   type TidemarkEvent,
   upcasters,
 } from './events/envelope';
+export {
+  RepositoryRoot,
+  SHARED_DIRECTORIES,
+  SYSTEM_TREES,
+  systemDirectoryReason,
+} from './system-dirs';
 export { busTopology, type BusTopology } from './nats/topology';
 export {
   type DeadLetter,

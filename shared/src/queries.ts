@@ -10,7 +10,7 @@ import {
   type FieldIssue,
 } from './errors';
 import { ReportedCode } from './events/failure-codes';
-import { DirPath, DiskKey, DiskSource, JobId, RecordId, VmName } from './events/ids';
+import { DiskKey, DiskSource, JobId, RecordId, VmName } from './events/ids';
 import {
   CompletedDataV1,
   StartDataV1,
@@ -18,6 +18,7 @@ import {
   type BackupType,
   type JobType,
 } from './events/schemas';
+import { RepositoryRoot } from './system-dirs';
 import type { BusTopology } from './nats/topology';
 import { parseOrThrow } from './validate';
 
@@ -157,7 +158,8 @@ export const querySchemas = {
   }),
   /** The head of every chain of a VM: one per job type and repository (at most 64). */
   'chain-heads': z.object({ vmName: VmName }),
-  'repositories.create': z.object({ name: Name, path: DirPath }),
+  /** Refuses `/` and system directories as a repository's root (`RepositoryRoot`). */
+  'repositories.create': z.object({ name: Name, path: RepositoryRoot }),
   'repositories.get': z.object({ id: RecordId }),
   'repositories.list': z.object({}),
   'policies.create': z.object({

@@ -241,6 +241,7 @@ async function round(seed: number): Promise<void> {
     mysqlUrl: `${mysqlServerUrl}${database}`,
     busPrefix,
     dir: join(tmp.dir, 'services'),
+    roots: { repository: [join(tmp.dir, 'repository')], source: [tmp.dir] },
     runners: 2,
     logLevel: 'info',
     restartOnExit: true,

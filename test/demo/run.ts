@@ -188,6 +188,8 @@ async function main(): Promise<void> {
       mysqlUrl: mysqlUrl.toString(),
       busPrefix,
       dir: join(dir, 'services'),
+      // The runner writes only into the demo's repository and reads only its disks.
+      roots: { repository: [join(dir, 'repository')], source: [dir] },
     });
     const sys = system;
     console.log(`  hub at ${sys.hubUrl}; logs in ${join(dir, 'services')}`);

@@ -70,6 +70,10 @@ beforeAll(async () => {
     mysqlUrl: withDatabase(mysqlUrl, uniqueName('tidemark_bus_')),
     busPrefix: '',
     dir: join(tmp.dir, 'services'),
+    roots: {
+      repository: [join(tmp.dir, 'repository'), join(tmp.dir, 'repository-2')],
+      source: [tmp.dir],
+    },
     apiToken,
     serviceEnv: {
       ledger: user('ledger', passwords.ledger),

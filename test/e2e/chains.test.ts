@@ -47,6 +47,7 @@ beforeAll(async () => {
     mysqlUrl: withDatabase(mysqlUrl, uniqueName('tidemark_chains_')),
     busPrefix,
     dir: join(tmp.dir, 'services'),
+    roots: { repository: [join(tmp.dir, 'repository')], source: [tmp.dir] },
     // Slow enough that a copy can be cancelled while it runs (per disk, MB = 10^6 bytes).
     serviceEnv: { 'appliance-runner': { TIDEMARK_COPY_MAX_MBPS: '25' } },
   });

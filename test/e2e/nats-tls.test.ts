@@ -117,6 +117,7 @@ describe('NATS over TLS', () => {
       mysqlUrl: withDatabase(testServers().mysqlUrl, uniqueName('tidemark_tls_')),
       busPrefix: uniqueName('tls'),
       dir: file('services'),
+      roots: { repository: [file('repository')], source: [tmp.dir] },
       serviceEnv: Object.fromEntries(
         ['ledger', 'hub', 'appliance-runner'].map((s) => [
           s,

@@ -44,6 +44,7 @@ beforeAll(async () => {
     mysqlUrl: withDatabase(mysqlUrl, database),
     busPrefix,
     dir: join(tmp.dir, 'services'),
+    roots: { repository: [join(tmp.dir, 'repository')], source: [tmp.dir] },
   });
   db = await createConnection(withDatabase(mysqlUrl, database));
   const repo = await system.api<{ id: string }>('POST', '/api/v1/repositories', {
@@ -228,6 +229,7 @@ describe('the whole system, driven through the API and the CLI', () => {
       mysqlUrl: withDatabase(mysqlUrl, database),
       busPrefix: uniqueName('e2e-old-'),
       dir: join(tmp.dir, 'services-old'),
+      roots: { repository: [join(tmp.dir, 'repository-old')], source: [tmp.dir] },
       withoutRunner: true,
     });
     const oldDb = await createConnection(withDatabase(mysqlUrl, database));

@@ -4,7 +4,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { createServer, type Server } from 'node:net';
+import { dirname, join } from 'node:path';
 import { createLogger } from '@tidemark/shared';
 import { manifestPath, readManifest } from '@tidemark/backup-client/protocol';
 import { RunnerConfigSchema } from '@tidemark/appliance-runner/config';
@@ -51,9 +52,16 @@ afterAll(async () => {
   tmp.remove();
 });
 
+/**
+ * What the suite's runners may touch: jobs write under `<tmp>/repo`, read disks in `<tmp>`
+ * (tests of the refusals narrow these).
+ */
+const roots = () => ({ TIDEMARK_REPOSITORY_ROOTS: repoRoot(), TIDEMARK_SOURCE_ROOTS: tmp.dir });
+
 async function runner(overrides: Record<string, string> = {}): Promise<Runner> {
   const config = RunnerConfigSchema.parse({
     ...world.env,
+    ...roots(),
     TIDEMARK_RUNNER_WORK_DIR: tmp.dir,
     TIDEMARK_RUNNER_ID: uniqueName('runner-'),
     TIDEMARK_RUNNER_CONCURRENCY: '1',
@@ -122,6 +130,7 @@ function runnerProcess(env: Record<string, string>): ChildProcess {
     env: {
       PATH: process.env.PATH,
       ...world.env,
+      ...roots(),
       TIDEMARK_RUNNER_WORK_DIR: tmp.dir,
       TIDEMARK_RUNNER_CLIENT: clientMain,
       TIDEMARK_LOG_LEVEL: process.env.RUNNER_TEST_LOG === '1' ? 'info' : 'warn',
@@ -658,7 +667,12 @@ describe('appliance-runner', () => {
   });
 
   it('refuses a job whose target leaves its repository (a symlink, or a root from the ledger)', async () => {
-    const r = await runner({ TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record') });
+    // The seeded repository's root (/var/lib/tidemark/repo) is among this runner's roots: the
+    // ledger's root is then what the target is held to.
+    const r = await runner({
+      TIDEMARK_RUNNER_CLIENT: fakeClientFile(tmp.dir, 'record'),
+      TIDEMARK_REPOSITORY_ROOTS: `${repoRoot()}:/var/lib/tidemark`,
+    });
     const vm = uniqueName('vm');
     const disk = vmWithDisk(vm);
     const outside = join(tmp.dir, `outside-${vm}`);
@@ -698,5 +712,155 @@ describe('appliance-runner', () => {
     expect(refused).toMatchObject({ error_code: 'PATH_OUTSIDE_REPOSITORY' });
     expect(String(refused.error_message)).toContain('is not under the repository');
     expect(r.stats().started).toBe(0);
+  });
+});
+
+describe("the runner's own roots: a start naming anything outside them is refused, nothing touched", () => {
+  // A job that ran anyway would complete: waiting for either ends at once.
+  const ended = (j: Record<string, unknown>) => j.status === 'failed' || j.status === 'completed';
+
+  /** The files a refused job must not have made: its target, the target's directory (a lock). */
+  function expectNothingWritten(target: string): void {
+    expect(existsSync(target)).toBe(false);
+    expect(existsSync(dirname(target))).toBe(false);
+  }
+
+  it('refuses a repository root that is /, a sibling sharing the prefix, or a symlink out of the roots', async () => {
+    const r = await runner();
+    const vm = uniqueName('vm');
+    const disk = vmWithDisk(vm);
+    const outside = join(tmp.dir, `outside-${vm}`);
+    mkdirSync(outside);
+    mkdirSync(repoRoot(), { recursive: true });
+    symlinkSync(outside, join(repoRoot(), `link-${vm}`));
+    const cases = [
+      // The event names the whole file system as its repository.
+      { root: '/', target: join(outside, vm, 'job', 'disk-0.qcow2') },
+      // `<tmp>/repo-evil` starts like `<tmp>/repo` and is not below it.
+      { root: `${repoRoot()}-evil`, target: join(`${repoRoot()}-evil`, vm, 'job', 'disk-0.qcow2') },
+      // Below the configured root as spelled, outside it once the symlink is followed.
+      {
+        root: join(repoRoot(), `link-${vm}`),
+        target: join(repoRoot(), `link-${vm}`, vm, 'job', 'disk-0.qcow2'),
+      },
+    ];
+    for (const c of cases) {
+      const jobId = uniqueName('job-');
+      await world.publish('backup.start', jobId, {
+        vmName: vm,
+        backupType: 'full',
+        repositoryId,
+        repositoryPath: c.root,
+        disks: [{ diskKey: 'disk-0', source: disk.source, targetPath: c.target }],
+      });
+      const job = await world.waitForJob(jobId, ended, 30_000);
+      expect({ root: c.root, code: job.error_code, retryable: job.retryable }).toEqual({
+        root: c.root,
+        code: 'PATH_OUTSIDE_REPOSITORY',
+        retryable: 0,
+      });
+      expect(String(job.error_message)).toContain(`repositoryPath ${c.root}`);
+      expect(String(job.error_message)).toContain(`TIDEMARK_REPOSITORY_ROOTS: ${repoRoot()}`);
+      expectNothingWritten(c.target);
+    }
+    expect(readdirSync(outside)).toEqual([]);
+    expect(existsSync(`${repoRoot()}-evil`)).toBe(false);
+    expect(r.stats().started).toBe(0);
+    // The source was not opened either: no tracking was started on it.
+    expect(bitmapNames(disk.source)).toEqual([]);
+
+    // A root the ledger gives (the event names none) is held to the roots as well.
+    const fromLedger = uniqueName('job-');
+    const target = join('/var/lib/tidemark/repo', vm, fromLedger, 'disk-0.qcow2');
+    await world.publish('backup.start', fromLedger, {
+      vmName: vm,
+      backupType: 'full',
+      repositoryId,
+      disks: [{ diskKey: 'disk-0', source: disk.source, targetPath: target }],
+    });
+    const refused = await world.waitForJob(fromLedger, ended, 30_000);
+    expect(refused).toMatchObject({ error_code: 'PATH_OUTSIDE_REPOSITORY' });
+    expect(String(refused.error_message)).toContain(
+      "the ledger's repository root /var/lib/tidemark/repo is not one of the runner's repository roots",
+    );
+  });
+
+  it("refuses a source outside the source roots (a sibling, a symlink, a live disk's sockets) and never opens it", async () => {
+    const vmRoot = join(tmp.dir, 'vm');
+    const evilRoot = join(tmp.dir, 'vm-evil');
+    const elsewhere = join(tmp.dir, 'vm-elsewhere');
+    for (const d of [vmRoot, evilRoot, elsewhere]) mkdirSync(d, { recursive: true });
+    const r = await runner({ TIDEMARK_SOURCE_ROOTS: vmRoot });
+    const image = (path: string) => {
+      createImage(path, 2 * MiB);
+      return path;
+    };
+    // Unix sockets that record every connection: a QMP monitor or NBD server the client
+    // would reach first thing.
+    const connections: string[] = [];
+    const servers: Server[] = [];
+    const listening = async (path: string) => {
+      const server = createServer((sock) => {
+        connections.push(path);
+        sock.destroy();
+      });
+      servers.push(server);
+      await new Promise<void>((ok) => server.listen(path, ok));
+      return path;
+    };
+    try {
+      symlinkSync(image(join(elsewhere, 'secret.qcow2')), join(vmRoot, 'link.qcow2'));
+      const qmpInside = await listening(join(vmRoot, 'qmp.sock'));
+      const cases = [
+        {
+          why: 'is not below',
+          source: image(join(evilRoot, 'pg.qcow2')),
+          file: join(evilRoot, 'pg.qcow2'),
+        },
+        {
+          why: 'through a symlink',
+          source: join(vmRoot, 'link.qcow2'),
+          file: join(elsewhere, 'secret.qcow2'),
+        },
+        {
+          why: 'its QMP socket',
+          source: `qemu-live:${await listening(join(evilRoot, 'qmp.sock'))}?node=disk0`,
+        },
+        {
+          why: 'its NBD socket',
+          source: `qemu-live:${qmpInside}?node=disk0&nbd=${await listening(join(evilRoot, 'nbd.sock'))}`,
+        },
+      ];
+      for (const c of cases) {
+        const vm = uniqueName('vm');
+        const jobId = uniqueName('job-');
+        const target = join(repoRoot(), vm, jobId, 'disk-0.qcow2');
+        await world.publish('backup.start', jobId, {
+          vmName: vm,
+          backupType: 'full',
+          repositoryId,
+          repositoryPath: repoRoot(),
+          disks: [{ diskKey: 'disk-0', source: c.source, targetPath: target }],
+        });
+        const job = await world.waitForJob(jobId, ended, 30_000);
+        expect({ source: c.source, code: job.error_code, retryable: job.retryable }).toEqual({
+          source: c.source,
+          code: 'SOURCE_NOT_ALLOWED',
+          retryable: 0,
+        });
+        expect(String(job.error_message)).toContain(`disks[0].source ${c.source}`);
+        expect(String(job.error_message)).toContain(c.why);
+        expect(String(job.error_message)).toContain(`TIDEMARK_SOURCE_ROOTS: ${vmRoot}`);
+        expectNothingWritten(target);
+        // An image refused is not opened: no tracking started on it.
+        if (c.file !== undefined) expect(bitmapNames(c.file)).toEqual([]);
+      }
+      // No socket was reached, not even the QMP monitor inside the roots of a disk whose NBD
+      // socket is outside them.
+      expect(connections).toEqual([]);
+      expect(r.stats().started).toBe(0);
+    } finally {
+      await Promise.all(servers.map((s) => new Promise((ok) => s.close(ok))));
+    }
   });
 });

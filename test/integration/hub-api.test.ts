@@ -99,6 +99,17 @@ describe('hub: requests, auth and docs', () => {
       expect(repo.status).toBe(400);
       expect(repo.body).toMatchObject({ details: [{ path: 'body.path' }] });
       expect(repo.body.error).toContain('normal path');
+      // `/` or a system directory is never a repository's root: nothing could stop its jobs
+      // from writing over the system.
+      for (const path of ['/', '/etc', '/usr/local/backups', '/var/lib/mysql']) {
+        const refused = await suite.hub.call<{ error: string }>('POST', '/api/v1/repositories', {
+          name: uniqueName('r'),
+          path,
+        });
+        expect({ path, status: refused.status }).toEqual({ path, status: 400 });
+        expect(refused.body).toMatchObject({ details: [{ path: 'body.path' }] });
+        expect(refused.body.error).toContain('must not be / or a system directory');
+      }
       const policy = await suite.hub.call('POST', '/api/v1/policies', {
         name: uniqueName('p'),
         retention_count: 1.5,

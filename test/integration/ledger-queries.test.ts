@@ -26,6 +26,14 @@ describe('ledger: queries over NATS request/reply', () => {
     await expect(
       world.ask('repositories.create', { name, path: '/elsewhere' }),
     ).rejects.toBeInstanceOf(ConflictError);
+    // Whoever asks (the hub, or anyone on the bus), `/` or a system directory is no root.
+    for (const path of ['/', '/etc']) {
+      await expect(
+        world.ask('repositories.create', { name: uniqueName('repo'), path }),
+      ).rejects.toMatchObject({
+        message: expect.stringContaining('must not be / or a system directory'),
+      });
+    }
     expect((await world.ask('repositories.list', {})).map((r) => r.name)).toContain(name);
     expect(await world.ask('repositories.get', { id: repo.id })).toEqual(repo);
     await expect(world.ask('repositories.get', { id: 'repo-none' })).rejects.toBeInstanceOf(

@@ -22,6 +22,12 @@ export interface SystemOptions {
   dir: string;
   /** Bearer token of the hub's API; none by default. */
   apiToken?: string;
+  /**
+   * What the runners may touch (TIDEMARK_REPOSITORY_ROOTS, TIDEMARK_SOURCE_ROOTS): the
+   * directories the suite's repositories are created under, and its disks' images and sockets
+   * lie under. Required, as a runner without them does not start.
+   */
+  roots: { repository: string[]; source: string[] };
   /** Extra variables for the runner (copy tuning, ack wait). */
   runnerEnv?: Record<string, string>;
   logLevel?: string;
@@ -98,6 +104,8 @@ export async function startSystem(opts: SystemOptions): Promise<RunningSystem> {
         : {}),
     },
     'appliance-runner': {
+      TIDEMARK_REPOSITORY_ROOTS: opts.roots.repository.join(':'),
+      TIDEMARK_SOURCE_ROOTS: opts.roots.source.join(':'),
       TIDEMARK_RUNNER_WORK_DIR: runnerDir,
       ...opts.runnerEnv,
     },

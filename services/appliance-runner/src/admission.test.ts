@@ -76,15 +76,21 @@ describe('admission of a backup.start delivery', () => {
     });
   });
 
-  it('given paths outside the repository, then the job is refused before any lock is taken', () => {
-    const refusal: Refusal = { code: 'PATH_OUTSIDE_REPOSITORY', message: 'no', retryable: false };
-    expect(admit(facts({ record: 'unknown' }), LOCK_WAIT)).toEqual({ kind: 'need', fact: 'paths' });
-    expect(admit(facts({ record: 'unknown', paths: refusal }), LOCK_WAIT)).toEqual({
-      kind: 'refuse',
-      refusal,
-      eventId: 'job-1.failed.paths',
-    });
-  });
+  it.each(['PATH_OUTSIDE_REPOSITORY', 'SOURCE_NOT_ALLOWED'] as const)(
+    'given %s (a path or source outside the roots), then the job is refused before any lock is taken',
+    (code) => {
+      const refusal: Refusal = { code, message: 'no', retryable: false };
+      expect(admit(facts({ record: 'unknown' }), LOCK_WAIT)).toEqual({
+        kind: 'need',
+        fact: 'paths',
+      });
+      expect(admit(facts({ record: 'unknown', paths: refusal }), LOCK_WAIT)).toEqual({
+        kind: 'refuse',
+        refusal,
+        eventId: 'job-1.failed.paths',
+      });
+    },
+  );
 
   it('given safe paths, then it asks for the lock; held by another attempt, it tries later', () => {
     expect(admit(facts({ record: 'unknown', paths: null }), LOCK_WAIT)).toEqual({

@@ -20,7 +20,11 @@ export interface AdmissionFacts {
   maxAttempts: number;
   /** The job as the ledger has it; `unknown` when it has none, `unavailable` when it did not say. */
   record?: JobView | 'unknown' | 'unavailable';
-  /** Why the job must not write where it would (a path outside its repository), or null. */
+  /**
+   * Why the job must not write or read where it would, or null: a repository root outside the
+   * runner's TIDEMARK_REPOSITORY_ROOTS or a path outside that root (PATH_OUTSIDE_REPOSITORY),
+   * a source outside its TIDEMARK_SOURCE_ROOTS (SOURCE_NOT_ALLOWED).
+   */
   paths?: Refusal | null;
   /** The targets' directories: locked for this attempt, or held by another attempt. */
   lock?: 'held' | 'busy';
@@ -60,8 +64,9 @@ export const LEDGER_WAIT_MS = 5000;
 /**
  * Whether and how a delivery of `backup.start` runs. Pure: the same facts give the same
  * decision. In order: the attempt cap; a redelivery never runs without the ledger's word that
- * it did not complete; a completed job never runs again; paths outside the repository are
- * refused before anything is written (even a lock); another attempt's lock waits; a backup
+ * it did not complete; a completed job never runs again; paths outside the repository, or
+ * outside the runner's configured roots, and sources outside its source roots are refused
+ * before anything is written (even a lock) or opened; another attempt's lock waits; a backup
  * whose earlier attempt finished is reported from its manifests (a completion outranks a
  * failure); a job the ledger failed or cancelled is dropped; else it runs, from a clean start
  * if an earlier attempt may have left files.

@@ -1,9 +1,44 @@
 import { hostname } from 'node:os';
-import { commonConfigShape, parseConfig } from '@tidemark/shared';
+import { commonConfigShape, DirPath, parseConfig, systemDirectoryReason } from '@tidemark/shared';
 import { z } from 'zod';
 
 const int = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
+
+/**
+ * A list of directories the runner trusts, from its own configuration (never from an event):
+ * absolute, normal paths separated by `:` or `,`, at least one. `/` and system directories
+ * (`systemDirectoryReason`) are refused. Required, with no default: a runner that is not told
+ * where it may write and read refuses to start, rather than start and trust every event (or
+ * take jobs off the shared consumer only to fail each one another runner could have run).
+ */
+const roots = (what: string) =>
+  z
+    .string({ error: `required: the ${what}, absolute paths separated by ":" or ","` })
+    .transform((value, ctx) => {
+      const list = value
+        .split(/[:,]/)
+        .map((p) => p.trim())
+        .filter((p) => p !== '');
+      if (list.length === 0) {
+        ctx.addIssue({ code: 'custom', message: `names no directory: give the ${what}` });
+        return z.NEVER;
+      }
+      for (const path of list) {
+        const parsed = DirPath.safeParse(path);
+        if (!parsed.success) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `${path}: ${parsed.error.issues.map((i) => i.message).join('; ')}`,
+          });
+          continue;
+        }
+        const why = systemDirectoryReason(path);
+        if (why !== null)
+          ctx.addIssue({ code: 'custom', message: `${path} ${why}: not a root a job may use` });
+      }
+      return [...new Set(list)];
+    });
 
 export const RunnerConfigSchema = z.object({
   ...commonConfigShape,
@@ -22,6 +57,18 @@ export const RunnerConfigSchema = z.object({
   TIDEMARK_RUNNER_CLIENT: z.string().min(1).optional(),
   /** Job files, client sockets and fleece overlays; default: the system temp dir. */
   TIDEMARK_RUNNER_WORK_DIR: z.string().min(1).optional(),
+  /**
+   * The directories jobs may write under: a job's repository root (from its event or the
+   * ledger) must be one of them or below one, symlinks resolved; else PATH_OUTSIDE_REPOSITORY.
+   */
+  TIDEMARK_REPOSITORY_ROOTS: roots('repository roots jobs may write under'),
+  /**
+   * The directories jobs may read disks from: a source image, and a live disk's QMP and NBD
+   * sockets, must be below one of them, symlinks resolved; else SOURCE_NOT_ALLOWED.
+   */
+  TIDEMARK_SOURCE_ROOTS: roots(
+    'source roots jobs may read disks (images, QMP and NBD sockets) from',
+  ),
   /** This runner's name in logs and target locks. */
   TIDEMARK_RUNNER_ID: z
     .string()

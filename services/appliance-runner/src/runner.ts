@@ -24,7 +24,7 @@ import type { RunnerConfig } from './config';
 import { cleanUpAfter, startClient, type ClientOutcome, type ClientRun } from './client-process';
 import { admit, type Admission, type AdmissionFacts } from './admission';
 import { LockedError, lockTargets, type TargetLock } from './lock';
-import { refusePaths } from './paths';
+import { realRoots, refusePaths, type AllowedRoots } from './paths';
 import { createLedgerLink } from './ledger-link';
 import { progressRelay, type ProgressRelay } from './progress-relay';
 import { pointInTimeChecks } from './point-in-time';
@@ -100,6 +100,14 @@ async function removeAttemptFiles(start: StartData): Promise<void> {
 export async function startRunner(config: RunnerConfig, log: Logger): Promise<Runner> {
   const topo = busTopology(config.TIDEMARK_BUS_PREFIX);
   const clientMain = config.TIDEMARK_RUNNER_CLIENT ?? defaultClientMain();
+  // What jobs may write and read comes from here, never from an event. A configured root that
+  // is a symlink to `/` or a system directory stops the runner before it takes a job.
+  const allowed: AllowedRoots = {
+    repository: config.TIDEMARK_REPOSITORY_ROOTS,
+    source: config.TIDEMARK_SOURCE_ROOTS,
+  };
+  await realRoots('TIDEMARK_REPOSITORY_ROOTS', allowed.repository);
+  await realRoots('TIDEMARK_SOURCE_ROOTS', allowed.source);
   const workRoot = await mkdtemp(
     join(config.TIDEMARK_RUNNER_WORK_DIR ?? tmpdir(), 'tidemark-runner-'),
   );
@@ -109,6 +117,8 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
       runnerId: config.TIDEMARK_RUNNER_ID,
       concurrency: config.TIDEMARK_RUNNER_CONCURRENCY,
       clientMain,
+      repositoryRoots: allowed.repository,
+      sourceRoots: allowed.source,
     },
     'runner starting',
   );
@@ -200,7 +210,12 @@ export async function startRunner(config: RunnerConfig, log: Logger): Promise<Ru
           facts.record = await ledger.recordedStatus(job.jobId, jobLog);
           break;
         case 'paths':
-          facts.paths = await refusePaths(job.start, (id) => ledger.repositoryRoot(id), jobLog);
+          facts.paths = await refusePaths(
+            job.start,
+            allowed,
+            (id) => ledger.repositoryRoot(id),
+            jobLog,
+          );
           break;
         case 'lock':
           try {

@@ -2,18 +2,10 @@
 // The hub validates requests and checks its answers with these schemas and documents them in its
 // OpenAPI document; the CLI types its calls with them and checks every answer it reads.
 import { z } from 'zod';
-import {
-  ByteCount,
-  ChangeId,
-  DirPath,
-  DiskKey,
-  DiskSource,
-  JobId,
-  RecordId,
-  VmName,
-} from '../events/ids';
+import { ByteCount, ChangeId, DiskKey, DiskSource, JobId, RecordId, VmName } from '../events/ids';
 import { BackupType, backupTypes, jobTypes } from '../events/schemas';
 import { jobStatuses } from '../queries';
+import { RepositoryRoot } from '../system-dirs';
 
 /** What a caller may ask for: `auto` is incremental when the VM has a usable chain head, else full. */
 export const RequestedBackupType = { ...BackupType, Auto: 'auto' } as const;
@@ -77,7 +69,9 @@ export const VmList = z.object({ vms: z.array(Vm) });
 
 export const CreateRepositoryBody = z.strictObject({
   name: z.string().min(1).max(128),
-  path: DirPath.describe('Directory the backups are written under'),
+  path: RepositoryRoot.describe(
+    'Directory the backups are written under; not / nor a system directory (/etc, /usr, /proc, …)',
+  ),
 });
 
 export const Repository = z

@@ -63,6 +63,11 @@ export const FailureCode = {
     meaning:
       'a target or backing path leads out of its repository (symlinks resolved); nothing was written',
   },
+  SOURCE_NOT_ALLOWED: {
+    retryable: false,
+    meaning:
+      "a source (an image, a live disk's QMP or NBD socket) is not below the runner's TIDEMARK_SOURCE_ROOTS (symlinks resolved); nothing was opened",
+  },
   TOO_MANY_ATTEMPTS: {
     retryable: false,
     meaning: 'the job was started as often as runners may try it, and no runner finished it',

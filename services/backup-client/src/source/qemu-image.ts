@@ -1,4 +1,3 @@
-import { isAbsolute } from 'node:path';
 import { NbdClient, type NbdAddress } from '../nbd/index';
 import { ClientError } from '../errors';
 import { bitmap, imageInfo, mergeBitmap, serveImage, type NbdExport } from '../qemu/image';
@@ -6,6 +5,7 @@ import { ToolError } from '../qemu/process';
 import { formatChangeId, rotationFor, type QemuChangeId, type TrackedBitmap } from './change-id';
 import type { Area, ChainHead, SourceDriver, SourceSnapshot } from './types';
 import { connectWithRetry, queryAreas } from './nbd-areas';
+import { isImageSource } from './source-paths';
 
 /**
  * Runs a qemu-img step, retrying for up to `ms` while the image is locked: the client of the
@@ -45,7 +45,7 @@ export class QemuImageDriver implements SourceDriver {
   readonly name = 'qemu';
 
   accepts(source: string): boolean {
-    return isAbsolute(source);
+    return isImageSource(source);
   }
 
   async open(

@@ -1,39 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { basename, isAbsolute, join } from 'node:path';
+import { basename, join } from 'node:path';
 import { ClientError } from '../errors';
 import type { NbdClient } from '../nbd/index';
 import { createQcow2 } from '../qemu/image';
 import { QmpClient, QmpError } from '../qmp/client';
 import { formatChangeId, rotationFor, type TrackedBitmap } from './change-id';
 import { connectWithRetry, queryAreas } from './nbd-areas';
+import { isLiveSource, parseLiveSource, type LiveSource } from './source-paths';
 import type { Area, ChainHead, SourceDriver, SourceSnapshot } from './types';
-
-const PREFIX = 'qemu-live:';
-
-/** `qemu-live:<QMP socket>?node=<node name>[&nbd=<NBD server socket>]`. */
-export interface LiveSource {
-  qmpSocket: string;
-  node: string;
-  /** Unix socket of the daemon's running NBD server; without it the driver starts its own. */
-  nbdSocket: string | null;
-}
-
-export function parseLiveSource(source: string): LiveSource {
-  const rest = source.slice(PREFIX.length);
-  const q = rest.indexOf('?');
-  const qmpSocket = q < 0 ? rest : rest.slice(0, q);
-  const params = new URLSearchParams(q < 0 ? '' : rest.slice(q + 1));
-  const node = params.get('node');
-  const bad = (why: string): ClientError =>
-    new ClientError('SOURCE_UNAVAILABLE', `source "${source}": ${why}`, false);
-  if (!isAbsolute(qmpSocket)) throw bad('the QMP socket must be an absolute path');
-  if (!node || !/^[A-Za-z][A-Za-z0-9_.-]{0,127}$/.test(node))
-    throw bad('node=<node name> is required (letters, digits, "_", ".", "-")');
-  const nbd = params.get('nbd');
-  if (nbd !== null && !isAbsolute(nbd)) throw bad('nbd= must be an absolute socket path');
-  return { qmpSocket, node, nbdSocket: nbd };
-}
 
 interface NodeInfo {
   'node-name': string;
@@ -163,7 +138,7 @@ export class QemuLiveDriver implements SourceDriver {
   readonly name = 'qemu-live';
 
   accepts(source: string): boolean {
-    return source.startsWith(PREFIX);
+    return isLiveSource(source);
   }
 
   async open(
