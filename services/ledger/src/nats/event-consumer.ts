@@ -160,6 +160,9 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
         );
         for (const { m } of batch) {
           release(m);
+          // Those already dead-lettered are done: terminated, they never come back, and marked
+          // retrying they would keep the ledger from ever being caught up again.
+          if (!unsettled.has(m.info.streamSequence)) continue;
           retrying.add(m.info.streamSequence);
           m.nak(2000);
         }
