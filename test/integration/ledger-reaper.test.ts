@@ -204,3 +204,63 @@ describe('ledger: the lease after the database was away', () => {
     }
   });
 });
+
+describe('ledger: the lease after the database was away for a batch with dead letters', () => {
+  it('is judged from now again once every event is settled', async () => {
+    // A batch holds malformed events (dead-lettered first) and a valid one, on a database that
+    // is away: only the valid one is given back for a retry. Once it applied and nothing
+    // waits, the ledger has caught up to now, not to the last event it applied.
+    const world = await createLedgerWorld();
+    await world.startLedger(); // migrations and references
+    const { repositoryId } = await seedReferences(world);
+    await world.ledger?.stop();
+    world.ledger = null;
+    const ds = createDataSource(world.env.TIDEMARK_MYSQL_URL);
+    await ds.initialize();
+    let away = true;
+    let refused = 0;
+    const flaky = new Proxy(ds, {
+      get(target, prop) {
+        if (prop === 'createQueryRunner' && away)
+          return () => {
+            refused++;
+            throw new Error('the database is away (test)');
+          };
+        const value = Reflect.get(target, prop, target) as unknown;
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    let consumer: EventConsumer | undefined;
+    const jobId = uniqueName('backup-');
+    try {
+      const subject = world.topo.subjectFor('backup.start');
+      for (let i = 0; i < 10; i++) await world.js.publish(subject, `not json ${i}`);
+      await world.publish('backup.start', jobId, startData(repositoryId, uniqueName('vm')));
+      for (let i = 0; i < 10; i++) await world.js.publish(subject, `not json either ${i}`);
+      // Started after the events are on the bus, so that they come in few batches.
+      consumer = await startEventConsumer({
+        ds: flaky,
+        js: world.js,
+        jsm: world.jsm,
+        topo: world.topo,
+        log: createLogger('ledger', 'silent'),
+        batchMax: 100,
+        ackWaitMs: 3000,
+        deferLimit: 5,
+        deferDelayMs: 200,
+      });
+      await world.waitForDeadLetters(20);
+      await waitFor('the start given back', async () => refused > 0, 5000);
+      away = false;
+      await world.waitForJob(jobId, (r) => r.status === 'queued');
+      await world.drained();
+      await new Promise((r) => setTimeout(r, 1500));
+      const upTo = await consumer.caughtUpTo();
+      expect(upTo?.getTime()).toBeGreaterThan(Date.now() - 1000);
+    } finally {
+      await consumer?.stop();
+      await ds.destroy();
+      await world.close();
+    }
+  });
+});

@@ -88,15 +88,51 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
   const unsettled = new Map<number, number>();
   const settled = (m: JsMsg) => unsettled.delete(m.info.streamSequence);
 
+  // Stream sequence → its item, of the events in `queue` (received, not yet taken into a batch).
+  const queued = new Map<number, Item>();
+  // Stream sequence → its latest delivery, of every event this ledger holds (queued or in the
+  // batch being applied). They are told in progress every third of the ack wait, so that a
+  // backlog waiting its turn here is not delivered again (a flood of dead letters, say, that
+  // takes longer than the ack wait): a redelivery is work done twice and a copy queued behind
+  // the backlog. A ledger that dies stops telling, and the bus delivers them again.
+  const held = new Map<number, JsMsg>();
+  const release = (m: JsMsg) => {
+    if (held.get(m.info.streamSequence) === m) held.delete(m.info.streamSequence);
+  };
+  const keepAlive = setInterval(
+    () => {
+      try {
+        for (const m of held.values()) m.working();
+      } catch (err) {
+        // The connection is closing or away: the ack wait decides, as without this.
+        log.debug({ err }, 'could not tell held events in progress');
+      }
+    },
+    Math.max(100, Math.floor(opts.ackWaitMs / 3)),
+  );
+  keepAlive.unref();
+
   const reader = (async () => {
     for await (const m of messages) {
-      deferred.delete(m.info.streamSequence);
-      retrying.delete(m.info.streamSequence);
-      unsettled.set(m.info.streamSequence, m.info.timestampNanos / 1e6);
-      queue.push({ m, parsed: parseEvent(m.data) });
+      const seq = m.info.streamSequence;
+      deferred.delete(seq);
+      retrying.delete(seq);
+      unsettled.set(seq, m.info.timestampNanos / 1e6);
+      held.set(seq, m);
+      const waiting = queued.get(seq);
+      if (waiting) {
+        // Delivered again (its ack wait ran out while it waited here): one copy is handled,
+        // in its place, through the newest delivery.
+        waiting.m = m;
+        continue;
+      }
+      const item = { m, parsed: parseEvent(m.data) };
+      queued.set(seq, item);
+      queue.push(item);
       wake();
     }
     closed = true;
+    clearInterval(keepAlive);
     wake();
   })();
 
@@ -110,9 +146,11 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
         continue;
       }
       const batch = queue.splice(0, opts.batchMax);
+      for (const { m } of batch) queued.delete(m.info.streamSequence);
       busy = true;
       try {
         await processBatch(batch);
+        for (const { m } of batch) release(m);
         busy = false;
       } catch (err) {
         // The database did not answer: give every event of the batch back, later.
@@ -121,6 +159,10 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
           'could not apply events; they will be redelivered',
         );
         for (const { m } of batch) {
+          release(m);
+          // Those already dead-lettered are done: terminated, they never come back, and marked
+          // retrying they would keep the ledger from ever being caught up again.
+          if (!unsettled.has(m.info.streamSequence)) continue;
           retrying.add(m.info.streamSequence);
           m.nak(2000);
         }
@@ -155,10 +197,18 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
 
   async function processBatch(batch: Item[]): Promise<void> {
     const valid: { m: JsMsg; event: AnyEvent }[] = [];
+    // The dead letters of a batch are stored all at once, each message terminated after its own
+    // letter was stored: one round trip to the dead-letter stream per batch, not per event.
+    const refusals: Promise<void>[] = [];
     for (const { m, parsed } of batch) {
       if (parsed.ok) valid.push({ m, event: parsed.event });
-      else await refuse(m, parsed.reason, parsed.issues, m.headers?.get('Nats-Msg-Id') ?? null);
+      else
+        refusals.push(
+          refuse(m, parsed.reason, parsed.issues, m.headers?.get('Nats-Msg-Id') ?? null),
+        );
     }
+    await Promise.all(refusals);
+    refusals.length = 0;
     if (valid.length === 0) return;
     const events = valid.map((v) => v.event);
     // The lease of a job runs from when the bus took its runner's word, not from when the
@@ -196,16 +246,18 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
           log.debug(fields, 'event already applied');
           break;
         case 'rejected':
-          await refuse(m, outcome.reason, outcome.issues, event.id, event.jobId);
+          refusals.push(refuse(m, outcome.reason, outcome.issues, event.id, event.jobId));
           break;
         case 'deferred':
           if (m.info.deliveryCount >= opts.deferLimit) {
-            await refuse(
-              m,
-              `${outcome.why}; gave up after ${m.info.deliveryCount} deliveries`,
-              [{ path: 'jobId', message: `no job ${event.jobId} was ever started` }],
-              event.id,
-              event.jobId,
+            refusals.push(
+              refuse(
+                m,
+                `${outcome.why}; gave up after ${m.info.deliveryCount} deliveries`,
+                [{ path: 'jobId', message: `no job ${event.jobId} was ever started` }],
+                event.id,
+                event.jobId,
+              ),
             );
           } else {
             deferred.add(m.info.streamSequence);
@@ -223,6 +275,7 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
         }
       }
     }
+    await Promise.all(refusals);
   }
 
   return {
@@ -239,6 +292,7 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
       return latestApplied;
     },
     async stop() {
+      clearInterval(keepAlive);
       await messages.close();
       await reader;
       await worker;
