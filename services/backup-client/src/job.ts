@@ -11,6 +11,8 @@ import { chainTag } from './source/change-id';
 import { ownerTag } from './source/qemu-live';
 import type { SourceDriver, SourceSnapshot } from './source/types';
 import { checkTarget, Qcow2Target, type TargetSpec } from './target/qcow2-target';
+import { checkFreeSpace, isNoSpace, noSpaceMessage, repositoryFull } from './target/space';
+import { dirname } from 'node:path';
 
 /** The job the client is started with: `backup.start`'s data plus the job type. */
 export const ClientJobSpec = StartDataV1.extend({
@@ -181,6 +183,14 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     throw err;
   }
   const target = await opening;
+  // Refused before a byte is copied when the repository cannot hold the copy; an update of a
+  // replica needs its room twice, for the overlay and for committing it.
+  await checkFreeSpace(
+    target.dir,
+    snapshot.size,
+    plan.dataBytes * (spec.kind === 'in-place' ? 2 : 1),
+    spec.path,
+  );
   deps.progress.setTotal(disk.diskKey, plan.dataBytes);
   log.info(
     { dataBytes: plan.dataBytes, dataExtents: plan.data.length, zeroExtents: plan.zero.length },
@@ -210,27 +220,28 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
       'the change tracking missed writes: blocks it calls unchanged differ from the chain',
     );
   const t1 = performance.now();
-  await target.finish();
+  await target.finish(() =>
+    writeManifest(disk.targetPath, {
+      format: 'tidemark-manifest',
+      version: 1,
+      jobId: job.jobId,
+      jobType: job.jobType,
+      diskKey: disk.diskKey,
+      changeId: snapshot.changeId,
+      baseChangeId: snapshot.baseChangeId,
+      size: snapshot.size,
+      backingPath: spec.kind === 'overlay' ? spec.backingPath : null,
+      fullReason,
+      canary,
+      createdAt: new Date().toISOString(),
+      digest: DIGEST_ALGORITHM,
+      written: toWritten(written),
+    }),
+  );
   log.info(
     { copySeconds: (t1 - t0) / 1000, flushSeconds: (performance.now() - t1) / 1000 },
     'target flushed',
   );
-  await writeManifest(disk.targetPath, {
-    format: 'tidemark-manifest',
-    version: 1,
-    jobId: job.jobId,
-    jobType: job.jobType,
-    diskKey: disk.diskKey,
-    changeId: snapshot.changeId,
-    baseChangeId: snapshot.baseChangeId,
-    size: snapshot.size,
-    backingPath: spec.kind === 'overlay' ? spec.backingPath : null,
-    fullReason,
-    canary,
-    createdAt: new Date().toISOString(),
-    digest: DIGEST_ALGORITHM,
-    written: toWritten(written),
-  });
   run.result = {
     diskKey: disk.diskKey,
     changeId: snapshot.changeId,
@@ -261,7 +272,13 @@ export async function runJob(job: ClientJob, deps: RunDeps): Promise<ResultLine>
       } catch (err) {
         run.error = deps.signal.aborted
           ? new ClientError('INTERRUPTED', 'the backup client was interrupted', true)
-          : toClientError(err, disk.diskKey);
+          : !(err instanceof ClientError) && isNoSpace(err)
+            ? await repositoryFull(
+                dirname(disk.targetPath),
+                `writing ${disk.targetPath} failed: ${noSpaceMessage(err)}`,
+                err,
+              )
+            : toClientError(err, disk.diskKey);
         if (!run.error.message.startsWith(`disk ${disk.diskKey}`))
           run.error.message = `disk ${disk.diskKey}: ${run.error.message}`;
         deps.log.error(

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { z } from 'zod';
 import type { WrittenExtent } from './copy/copy-disk';
 import { Manifest, manifestPath } from './protocol';
@@ -10,14 +11,35 @@ export function toWritten(extents: WrittenExtent[]): Manifest['written'] {
   return extents.map((e) => [e.offset, e.length, e.digest ?? null]);
 }
 
+/**
+ * Writes the manifest of `image` durably: a temporary file, fsynced, renamed over the manifest,
+ * the directory fsynced. A failure (a full disk) leaves no temporary file and the old manifest.
+ */
 export async function writeManifest(
   image: string,
   manifest: z.input<typeof Manifest>,
 ): Promise<void> {
   const path = manifestPath(image);
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
-  await writeFile(tmp, JSON.stringify(manifest), { flag: 'wx' });
-  await rename(tmp, path);
+  try {
+    const fh = await open(tmp, 'wx');
+    try {
+      await fh.writeFile(JSON.stringify(manifest));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  const dir = await open(dirname(path), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
 }
 
 export async function readManifest(image: string): Promise<Manifest | string> {
