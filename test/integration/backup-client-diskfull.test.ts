@@ -254,7 +254,7 @@ describe('a replication update that runs out of space', () => {
     rmSync(restored);
   }
 
-  it('fails REPOSITORY_FULL mid-copy; the replica still restores its last good point, and the next run repairs nothing', async () => {
+  it('fails REPOSITORY_FULL mid-copy; the replica still restores its last good point, and the next run brings it up to date', async () => {
     // Overwrites of blocks the replica holds and new ones: an update in place would mix them.
     writeDisk(src, [
       { offset: 0, length: 4 * MiB, pattern: 0x23 },
