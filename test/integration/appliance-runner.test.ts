@@ -2,7 +2,7 @@
  * The appliance-runner between real NATS JetStream, the real ledger on MariaDB/MySQL and the
  * real backup client copying real qcow2 images.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -423,6 +423,41 @@ describe('appliance-runner', () => {
     expect(existsSync(target)).toBe(false);
     expect(existsSync(`${target}.partial`)).toBe(false);
     expect(run('ps', ['-eo', 'args'])).not.toContain(target);
+  });
+
+  it('fails a job whose repository is full REPOSITORY_FULL, not retryable, and leaves no file in it', async () => {
+    // The repository is an 8 MiB tmpfs; the disk holds 24 MiB of data.
+    const repo = join(tmp.dir, uniqueName('repo-full-'));
+    mkdirSync(repo);
+    run('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', repo]);
+    try {
+      const r = await runner();
+      const vm = uniqueName('vm');
+      const source = join(tmp.dir, `${vm}.qcow2`);
+      createImage(source, 32 * MiB);
+      writeDisk(source, [{ offset: 0, length: 24 * MiB, pattern: 0x61 }]);
+      const jobId = uniqueName('job-');
+      await world.publish('backup.start', jobId, {
+        vmName: vm,
+        backupType: 'full',
+        repositoryId,
+        repositoryPath: repo,
+        disks: [{ diskKey: 'disk-0', source, targetPath: join(repo, vm, jobId, 'disk-0.qcow2') }],
+      });
+      const job = await world.waitForJob(jobId, (j) => j.status === 'failed', 30_000);
+      expect(job).toMatchObject({ error_code: 'REPOSITORY_FULL' });
+      expect(Boolean(job.retryable)).toBe(false);
+      expect(job.error_message).toContain(repo);
+      expect(job.error_message).toMatch(/\d+ bytes free/);
+      await waitFor('runner idle', async () => r.running() === 0);
+      expect(r.stats()).toMatchObject({ received: 1, started: 1, failed: 1 });
+      expect(filesUnder(repo, /./).filter((f) => !f.endsWith('.tidemark-job.lock'))).toEqual([]);
+      // Acknowledged: the job is not run again while the repository stays full.
+      await new Promise((res) => setTimeout(res, 1500));
+      expect(r.stats().received).toBe(1);
+    } finally {
+      if (spawnSync('umount', [repo]).status !== 0) spawnSync('umount', ['-l', repo]);
+    }
   });
 
   it('cancels a running job through the hub: cancelled within 5 s, no qemu process or file left', async () => {

@@ -6,7 +6,12 @@ import type { FailureCode } from '@tidemark/shared';
  */
 export type ClientErrorCode = Extract<
   FailureCode,
-  'FULL_BACKUP_REQUIRED' | 'SOURCE_UNAVAILABLE' | 'TARGET_INVALID' | 'COPY_FAILED' | 'INTERRUPTED'
+  | 'FULL_BACKUP_REQUIRED'
+  | 'SOURCE_UNAVAILABLE'
+  | 'TARGET_INVALID'
+  | 'REPOSITORY_FULL'
+  | 'COPY_FAILED'
+  | 'INTERRUPTED'
 >;
 
 export class ClientError extends Error {

@@ -11,6 +11,8 @@ import { chainTag } from './source/change-id';
 import { ownerTag } from './source/qemu-live';
 import type { SourceDriver, SourceSnapshot } from './source/types';
 import { checkTarget, Qcow2Target, type TargetSpec } from './target/qcow2-target';
+import { checkFreeSpace, isNoSpace, noSpaceMessage, repositoryFull } from './target/space';
+import { dirname } from 'node:path';
 
 /** The job the client is started with: `backup.start`'s data plus the job type. */
 export const ClientJobSpec = StartDataV1.extend({
@@ -194,6 +196,14 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
     digest: DIGEST_ALGORITHM,
   });
   run.manifest = manifest;
+  // Refused before a byte is copied when the repository cannot hold the copy; an update of a
+  // replica needs its room twice, for the overlay and for committing it.
+  await checkFreeSpace(
+    target.dir,
+    snapshot.size,
+    plan.dataBytes * (spec.kind === 'in-place' ? 2 : 1),
+    spec.path,
+  );
   deps.progress.setTotal(disk.diskKey, plan.dataBytes);
   log.info(
     { dataBytes: plan.dataBytes, dataExtents: plan.data.length, zeroExtents: plan.zero.length },
@@ -224,10 +234,12 @@ async function copyOneDisk(job: ClientJob, disk: Disk, deps: RunDeps, run: DiskR
       'the change tracking missed writes: blocks it calls unchanged differ from the chain',
     );
   const t1 = performance.now();
-  // The manifest is on disk before the target moves into place, and joins it after.
-  await manifest.finish({ canary, createdAt: new Date().toISOString() });
-  await target.finish();
-  await manifest.commit();
+  // The manifest is on disk (fsynced at its partial path) before the target moves into place;
+  // the target's finish moves it beside the file at the moment its kind needs (see finish).
+  await target.finish(async () => {
+    await manifest.finish({ canary, createdAt: new Date().toISOString() });
+    await manifest.commit();
+  });
   log.info(
     { copySeconds: (t1 - t0) / 1000, flushSeconds: (performance.now() - t1) / 1000 },
     'target flushed',
@@ -262,7 +274,13 @@ export async function runJob(job: ClientJob, deps: RunDeps): Promise<ResultLine>
       } catch (err) {
         run.error = deps.signal.aborted
           ? new ClientError('INTERRUPTED', 'the backup client was interrupted', true)
-          : toClientError(err, disk.diskKey);
+          : !(err instanceof ClientError) && isNoSpace(err)
+            ? await repositoryFull(
+                dirname(disk.targetPath),
+                `writing ${disk.targetPath} failed: ${noSpaceMessage(err)}`,
+                err,
+              )
+            : toClientError(err, disk.diskKey);
         if (!run.error.message.startsWith(`disk ${disk.diskKey}`))
           run.error.message = `disk ${disk.diskKey}: ${run.error.message}`;
         deps.log.error(

@@ -29,6 +29,11 @@ export const FailureCode = {
     meaning:
       'a target cannot be written: it exists already, its backing file is missing, or it does not fit the job',
   },
+  REPOSITORY_FULL: {
+    retryable: false,
+    meaning:
+      'the repository is out of space (seen before the copy or on a write): no partial file left, chains as they were; run once freed',
+  },
   COPY_FAILED: {
     retryable: true,
     meaning: 'copying failed: an NBD or qemu tool error, or one of the client itself',

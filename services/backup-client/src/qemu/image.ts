@@ -70,6 +70,28 @@ export async function createQcow2(
   await runTool('qemu-img', args);
 }
 
+/** One extent of `qemu-img map --output=json`: `depth` 0 is allocated in the image itself. */
+export interface MapExtent {
+  start: number;
+  length: number;
+  depth: number;
+  zero: boolean;
+  data: boolean;
+}
+
+export async function imageMap(path: string): Promise<MapExtent[]> {
+  const out = await runTool('qemu-img', ['map', '--output=json', '-f', 'qcow2', path]);
+  return JSON.parse(out) as MapExtent[];
+}
+
+/**
+ * `qemu-img commit -d`: writes every cluster `overlay` holds into its backing file, leaving the
+ * overlay as it was (so a commit that stops half-way can be run again).
+ */
+export async function commitOverlay(overlay: string): Promise<void> {
+  await runTool('qemu-img', ['commit', '-q', '-d', '-f', 'qcow2', overlay]);
+}
+
 export type BitmapOp = 'add' | 'remove' | 'enable' | 'disable';
 
 export async function bitmap(image: string, op: BitmapOp, name: string): Promise<void> {
