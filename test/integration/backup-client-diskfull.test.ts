@@ -16,7 +16,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { manifestPath } from '@tidemark/backup-client/protocol';
+import { manifestPath, readManifest } from '@tidemark/backup-client/protocol';
 import { Qcow2Target, committingPath } from '@tidemark/backup-client/target/qcow2-target';
 import {
   completedDisks,
@@ -246,7 +246,7 @@ describe('a replication update that runs out of space', () => {
     expect(filesUnder(repo, /./).sort()).toEqual([replica, manifestPath(replica)].sort());
     expect(sameContent(good, replica).same).toBe(true);
     run('qemu-img', ['check', '-q', replica]);
-    expect(JSON.parse(readFileSync(manifestPath(replica), 'utf8'))).toMatchObject({
+    expect(await readManifest(replica)).toMatchObject({
       changeId: last.changeId,
     });
     const restored = await restoreRaw(tmp.dir, replica, name);
