@@ -197,17 +197,18 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
 
   async function processBatch(batch: Item[]): Promise<void> {
     const valid: { m: JsMsg; event: AnyEvent }[] = [];
-    // The dead letters of a batch are stored all at once, each message terminated after its own
-    // letter was stored: one round trip to the dead-letter stream per batch, not per event.
-    const refusals: Promise<void>[] = [];
+    // The dead letters of a batch are stored DEAD_LETTER_WINDOW at a time, each message
+    // terminated after its own letter was stored: not one round trip per event, nor so many
+    // at once that the last of them wait out their publish timeout behind the others.
+    const refusals: Array<() => Promise<void>> = [];
     for (const { m, parsed } of batch) {
       if (parsed.ok) valid.push({ m, event: parsed.event });
       else
-        refusals.push(
+        refusals.push(() =>
           refuse(m, parsed.reason, parsed.issues, m.headers?.get('Nats-Msg-Id') ?? null),
         );
     }
-    await Promise.all(refusals);
+    await inWindow(refusals, DEAD_LETTER_WINDOW);
     refusals.length = 0;
     if (valid.length === 0) return;
     const events = valid.map((v) => v.event);
@@ -246,11 +247,11 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
           log.debug(fields, 'event already applied');
           break;
         case 'rejected':
-          refusals.push(refuse(m, outcome.reason, outcome.issues, event.id, event.jobId));
+          refusals.push(() => refuse(m, outcome.reason, outcome.issues, event.id, event.jobId));
           break;
         case 'deferred':
           if (m.info.deliveryCount >= opts.deferLimit) {
-            refusals.push(
+            refusals.push(() =>
               refuse(
                 m,
                 `${outcome.why}; gave up after ${m.info.deliveryCount} deliveries`,
@@ -275,7 +276,7 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
         }
       }
     }
-    await Promise.all(refusals);
+    await inWindow(refusals, DEAD_LETTER_WINDOW);
   }
 
   return {
@@ -301,3 +302,15 @@ export async function startEventConsumer(opts: EventConsumerOptions): Promise<Ev
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Dead letters stored at once (a few MB of a flood of large malformed events). */
+const DEAD_LETTER_WINDOW = 64;
+
+/** Runs every task, at most `size` at a time. */
+async function inWindow(tasks: Array<() => Promise<void>>, size: number): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < tasks.length) await (tasks[next++] as () => Promise<void>)();
+  };
+  await Promise.all(Array.from({ length: Math.min(size, tasks.length) }, lane));
+}
