@@ -100,4 +100,33 @@ describe('ledger: replies bounded by the NATS max_payload', () => {
     });
     expect(childLog).toMatch(/reply larger than max_payload/);
   });
+
+  it('ends a page of large jobs early, within max_payload, and its cursor reads on', async () => {
+    // 60 jobs of ~48 KiB each (four disks, three ~4 KiB paths): 50 of them would be ~2.4 MiB.
+    const vmName = uniqueName('fat');
+    const base = Date.parse('2022-03-01T00:00:00.000Z');
+    const jobs = Array.from({ length: 60 }, (_, i) => ({
+      ...fatJob(repositoryId, 4, 4000, new Date(base - i * 1000)),
+      vmName,
+    }));
+    await insertJobs(world, jobs);
+
+    const seen: string[] = [];
+    const sizes: number[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await world.ask('jobs.list', { vmName, limit: 50, cursor });
+      expect(Buffer.byteLength(JSON.stringify({ ok: true, result: page }))).toBeLessThanOrEqual(
+        maxPayload,
+      );
+      sizes.push(page.items.length);
+      seen.push(...page.items.map((j) => j.jobId));
+      if (page.nextCursor === null) break;
+      cursor = page.nextCursor;
+    }
+    expect(seen).toEqual(jobs.map((j) => j.id));
+    expect(Math.max(...sizes)).toBeLessThan(50);
+    expect(sizes.length).toBeGreaterThan(2);
+    expect(child?.exitCode).toBeNull();
+  });
 });
