@@ -76,18 +76,21 @@ const ledger: Partial<
   Record<QueryName, (request: { jobId: string; jobType: JobType }) => unknown>
 > = {
   'vms.create': () => vm,
-  'vms.list': () => [vm],
+  'vms.list': () => ({ items: [vm], nextCursor: 'WyJ2bXMiLCJwZzAxIl0' }),
   'vms.get': () => vm,
   'repositories.create': () => repository,
-  'repositories.list': () => [repository],
+  'repositories.list': () => ({ items: [repository], nextCursor: null }),
   'repositories.get': () => repository,
   'policies.create': () => policy,
-  'policies.list': () => [policy],
+  'policies.list': () => ({ items: [policy], nextCursor: null }),
   'chain-head': () => null,
   'chain-heads': () => [],
   'jobs.create': ({ jobId, jobType }) => ({ ...job(jobId, jobType), status: 'queued' }),
   'jobs.get': ({ jobId }) => job(jobId, jobTypeOf(jobId)),
-  'jobs.list': () => [job('backup-1', 'backup')],
+  'jobs.list': ({ jobType }) => ({
+    items: [job(`${jobType}-1`, jobType)],
+    nextCursor: 'WyJqb2JzIl0',
+  }),
 };
 
 const bus: Bus = {
@@ -141,18 +144,19 @@ describe("the CLI's client against the hub's app", () => {
           disks: [{ disk_key: 'disk-0', driver: 'qemu', path: '/vms/pg01.qcow2' }],
         }),
     ],
-    listVms: [() => cli.listVms()],
+    listVms: [() => cli.listVms(), () => cli.listVms({ limit: 1, cursor: 'WyJ2bXMiLCJwZzAxIl0' })],
     createRepository: [() => cli.createRepository({ name: 'main', path: '/srv/tidemark' })],
-    listRepositories: [() => cli.listRepositories()],
+    listRepositories: [() => cli.listRepositories({ limit: 100 })],
     createPolicy: [
       () => cli.createPolicy({ name: 'nightly', schedule: '0 2 * * *', retention_count: 7 }),
     ],
-    listPolicies: [() => cli.listPolicies()],
+    listPolicies: [() => cli.listPolicies({ cursor: 'WyJwb2xpY2llcyJd' })],
     startBackup: [() => cli.startBackup(start)],
     startReplication: [() => cli.startReplication(start)],
     getBackup: [() => cli.getBackup('backup-1')],
     getReplication: [() => cli.getReplication('replication-1')],
     listBackups: [() => cli.listBackups({ vm_name: 'pg01', status: 'running', limit: 5 })],
+    listReplications: [() => cli.listReplications({ cursor: 'WyJqb2JzIl0', limit: 2 })],
     cancelJob: [
       () => cli.cancelJob('backup', 'backup-1', 'wrong VM'),
       () => cli.cancelJob('replication', 'replication-1'),

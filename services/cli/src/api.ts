@@ -26,8 +26,11 @@ export type ReplicationJob = Answer<typeof routes.getReplication>;
 export type Job = BackupJob | ReplicationJob;
 export type JobDisk = Job['disks'][number];
 export type JobProgress = NonNullable<Job['progress']>;
-/** The query of `GET /api/v1/backups`, each part optional as the hub reads it. */
-export type BackupFilter = Partial<z.output<typeof api.ListBackupsQuery>>;
+/** Which page of a list: `limit` items after `cursor` (a `next_cursor` the list answered). */
+export type PageRequest = Partial<z.output<typeof api.PageQuery>>;
+/** The query of `GET /api/v1/backups` and `/replications`, each part optional as the hub reads it. */
+export type JobFilter = Partial<z.output<typeof api.ListJobsQuery>>;
+export type BackupFilter = JobFilter;
 /** The 202 answer to a cancel: the job shows `cancelled` once the ledger applied the event. */
 export type CancelAccepted = Answer<typeof routes.cancelBackup>;
 
@@ -55,7 +58,7 @@ export class ApiError extends Error {
     readonly status: number,
     message: string,
     readonly details: ApiErrorDetail[] = [],
-    /** From `Retry-After` on a 503: the hub's dependencies did not answer. */
+    /** From `Retry-After`: on a 503 the hub's dependencies did not answer, on a 429 it is rate-limiting. */
     readonly retryAfterSeconds: number | null = null,
   ) {
     super(message);
@@ -76,17 +79,18 @@ export class HubUnreachableError extends Error {
 
 export interface HubApi {
   createVm(vm: Body<typeof routes.createVm>): Promise<Vm>;
-  listVms(): Promise<Answer<typeof routes.listVms>>;
+  listVms(page?: PageRequest): Promise<Answer<typeof routes.listVms>>;
   createRepository(repo: Body<typeof routes.createRepository>): Promise<Repository>;
-  listRepositories(): Promise<Answer<typeof routes.listRepositories>>;
+  listRepositories(page?: PageRequest): Promise<Answer<typeof routes.listRepositories>>;
   createPolicy(policy: NewPolicy): Promise<Policy>;
-  listPolicies(): Promise<Answer<typeof routes.listPolicies>>;
+  listPolicies(page?: PageRequest): Promise<Answer<typeof routes.listPolicies>>;
   startBackup(request: StartJobRequest): Promise<AcceptedBackup>;
   /** Either job type (job_type says which). */
   getBackup(backupId: string): Promise<BackupJob>;
-  listBackups(filter?: BackupFilter): Promise<Answer<typeof routes.listBackups>>;
+  listBackups(filter?: JobFilter): Promise<Answer<typeof routes.listBackups>>;
   startReplication(request: StartJobRequest): Promise<AcceptedReplication>;
   getReplication(jobId: string): Promise<ReplicationJob>;
+  listReplications(filter?: JobFilter): Promise<Answer<typeof routes.listReplications>>;
   /** Asks for a queued or running job to stop (409 once it has ended). */
   cancelJob(jobType: JobType, jobId: string, reason?: string): Promise<CancelAccepted>;
 }
@@ -147,16 +151,17 @@ export function createHubApi(options: HubApiOptions): HubApi {
 
   return {
     createVm: (vm) => call(routes.createVm, { body: vm }),
-    listVms: () => call(routes.listVms),
+    listVms: (page = {}) => call(routes.listVms, { query: page }),
     createRepository: (repo) => call(routes.createRepository, { body: repo }),
-    listRepositories: () => call(routes.listRepositories),
+    listRepositories: (page = {}) => call(routes.listRepositories, { query: page }),
     createPolicy: (policy) => call(routes.createPolicy, { body: policy }),
-    listPolicies: () => call(routes.listPolicies),
+    listPolicies: (page = {}) => call(routes.listPolicies, { query: page }),
     startBackup: (req) => call(routes.startBackup, { body: req }),
     getBackup: (backupId) => call(routes.getBackup, { params: { backup_id: backupId } }),
     listBackups: (filter = {}) => call(routes.listBackups, { query: filter }),
     startReplication: (req) => call(routes.startReplication, { body: req }),
     getReplication: (jobId) => call(routes.getReplication, { params: { job_id: jobId } }),
+    listReplications: (filter = {}) => call(routes.listReplications, { query: filter }),
     cancelJob: (jobType, jobId, reason) => {
       const body = reason === undefined ? {} : { reason };
       return jobType === 'backup'
