@@ -427,8 +427,9 @@ describe('appliance-runner', () => {
 
   it('fails a job whose repository is full REPOSITORY_FULL, not retryable, and leaves no file in it', async () => {
     // The repository is an 8 MiB tmpfs; the disk holds 24 MiB of data.
-    const repo = join(tmp.dir, uniqueName('repo-full-'));
-    mkdirSync(repo);
+    // Under the runner's configured repository root (TIDEMARK_REPOSITORY_ROOTS).
+    const repo = join(repoRoot(), uniqueName('repo-full-'));
+    mkdirSync(repo, { recursive: true });
     run('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', repo]);
     try {
       const r = await runner();
