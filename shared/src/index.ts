@@ -114,6 +114,5 @@ export {
   type RepositoryView,
   type VmView,
 } from './queries';
-export { Cursor, CURSOR_MAX_LENGTH, type Page, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX } from './paging';
 export { eventJsonSchemas } from './json-schema';
 export * as api from './api';

@@ -20,7 +20,6 @@ import {
 } from './events/schemas';
 import { RepositoryRoot } from './system-dirs';
 import type { BusTopology } from './nats/topology';
-import { Cursor, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, type Page } from './paging';
 import { parseOrThrow } from './validate';
 
 export const JobStatus = {
@@ -110,12 +109,6 @@ export interface VmView {
 
 const Name = z.string().min(1).max(128);
 
-/** The paging fields of every list query (see paging.ts). */
-const pageFields = {
-  limit: z.number().int().min(1).max(PAGE_LIMIT_MAX).default(PAGE_LIMIT_DEFAULT),
-  cursor: Cursor.optional(),
-};
-
 /** A VM's disks, each key once. */
 const VmDisks = z
   .array(z.object({ diskKey: DiskKey, driver: z.enum(['qemu']), path: DiskSource }))
@@ -126,10 +119,7 @@ const VmDisks = z
     'each disk_key may appear once',
   );
 
-/**
- * Every ledger query: its request schema and the type of its result. Lists answer a `Page`:
- * jobs newest first, repositories and policies oldest first, VMs by name.
- */
+/** Every ledger query: its request schema and the type of its result. */
 export const querySchemas = {
   'jobs.create': z.object({ jobId: JobId, jobType: z.enum(jobTypes) }).extend(StartDataV1.shape),
   /** Fails a job that never ran, e.g. one whose backup.start could not be published. */
@@ -155,7 +145,7 @@ export const querySchemas = {
     vmName: VmName.optional(),
     jobType: z.enum(jobTypes).optional(),
     status: z.enum(jobStatuses).optional(),
-    ...pageFields,
+    limit: z.number().int().min(1).max(1000).default(50),
   }),
   /**
    * The head of a chain: the completed job of the VM and job type (in the repository, when
@@ -171,18 +161,18 @@ export const querySchemas = {
   /** Refuses `/` and system directories as a repository's root (`RepositoryRoot`). */
   'repositories.create': z.object({ name: Name, path: RepositoryRoot }),
   'repositories.get': z.object({ id: RecordId }),
-  'repositories.list': z.object(pageFields),
+  'repositories.list': z.object({}),
   'policies.create': z.object({
     name: Name,
     schedule: z.string().min(1).max(128).nullable().default(null),
     retentionCount: z.number().int().min(1).max(100000).nullable().default(null),
   }),
-  'policies.list': z.object(pageFields),
+  'policies.list': z.object({}),
   'vms.create': z.object({ vmName: VmName, disks: VmDisks }),
   /** Replaces a registered VM's disk list (its jobs keep the disks they were planned with). */
   'vms.update': z.object({ vmName: VmName, disks: VmDisks }),
   'vms.get': z.object({ vmName: VmName }),
-  'vms.list': z.object(pageFields),
+  'vms.list': z.object({}),
 } as const;
 
 export interface QueryResults {
@@ -190,18 +180,18 @@ export interface QueryResults {
   'jobs.fail': JobView;
   'jobs.complete': JobView;
   'jobs.get': JobView;
-  'jobs.list': Page<JobView>;
+  'jobs.list': JobView[];
   'chain-head': JobView | null;
   'chain-heads': JobView[];
   'repositories.create': RepositoryView;
   'repositories.get': RepositoryView;
-  'repositories.list': Page<RepositoryView>;
+  'repositories.list': RepositoryView[];
   'policies.create': PolicyView;
-  'policies.list': Page<PolicyView>;
+  'policies.list': PolicyView[];
   'vms.create': VmView;
   'vms.update': VmView;
   'vms.get': VmView;
-  'vms.list': Page<VmView>;
+  'vms.list': VmView[];
 }
 
 export type QueryName = keyof typeof querySchemas;
@@ -226,19 +216,9 @@ export async function askLedger<Q extends QueryName>(
   request: QueryRequest<Q>,
   timeoutMs = 5000,
 ): Promise<QueryResults[Q]> {
-  const data = JSON.stringify(request);
-  const bytes = Buffer.byteLength(data);
-  const max = nc.info?.max_payload;
-  // NATS carries no larger message: say so, rather than as a ledger that did not answer.
-  if (max !== undefined && bytes > max) {
-    throw new ValidationError(
-      `the ${name} request is ${bytes} bytes, more than the bus's max_payload of ${max}`,
-      [{ path: '', message: `must be at most ${max} bytes as JSON` }],
-    );
-  }
   let raw: string;
   try {
-    const reply = await nc.request(topo.querySubject(name), data, {
+    const reply = await nc.request(topo.querySubject(name), JSON.stringify(request), {
       timeout: timeoutMs,
     });
     raw = reply.string();

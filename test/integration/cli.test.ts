@@ -11,7 +11,6 @@ import { resolve } from 'node:path';
 import { HubConfigSchema } from '@tidemark/hub/config';
 import { startHub } from '@tidemark/hub/hub';
 import { createLogger, type JobType } from '@tidemark/shared';
-import { insertJobs, type BulkJob } from '../support/bulk-rows';
 import { uniqueName } from '../support/env';
 import { completedData, createLedgerWorld, type LedgerWorld } from '../support/ledger-harness';
 
@@ -285,84 +284,6 @@ describe('tidemark CLI against a real hub and ledger', () => {
     expect(table.stdout).toMatch(
       new RegExp(`^${jobId} +${vmName} +full +completed +3\\.0 GiB `, 'm'),
     );
-  });
-
-  it('lists a page at a time: the next cursor shown, --cursor goes on, --all reads every page', async () => {
-    const vmName = uniqueName('paged');
-    const repo = await cliJson<{ id: string }>([
-      'repo',
-      'add',
-      uniqueName('repo'),
-      '/srv/tidemark',
-    ]);
-    const base = Date.parse('2021-06-01T00:00:00.000Z');
-    const rows = (jobType: 'backup' | 'replication', count: number): BulkJob[] =>
-      Array.from({ length: count }, (_, i) => ({
-        id: `${jobType}-${uniqueName('')}`,
-        jobType,
-        vmName,
-        repositoryId: repo.id,
-        status: 'completed',
-        createdAt: new Date(base - i * 1000),
-        disks: [
-          { diskKey: 'disk-0', source: '/var/lib/vms/a.qcow2', targetPath: '/srv/t/a.qcow2' },
-        ],
-      }));
-    const backups = rows('backup', 5);
-    const replications = rows('replication', 3);
-    await insertJobs(world, [...backups, ...replications]);
-
-    const first = await cli(['backup', 'list', '--vm', vmName, '--limit', '2']);
-    expect(first.code).toBe(0);
-    expect(
-      first.stdout
-        .trim()
-        .split('\n')
-        .slice(1)
-        .map((line) => line.split(/ +/)[0]),
-    ).toEqual(backups.slice(0, 2).map((b) => b.id));
-    const [, cursor] =
-      /^more after these 2: add --cursor (\S+) for the next page, or --all for every page$/m.exec(
-        first.stderr,
-      ) ?? [undefined, ''];
-    expect(cursor).not.toBe('');
-
-    type Listed = { backups: { backup_id: string }[]; next_cursor: string | null };
-    const second = await cliJson<Listed>([
-      'backup',
-      'list',
-      '--vm',
-      vmName,
-      '--limit',
-      '2',
-      '--cursor',
-      cursor,
-    ]);
-    expect(second.backups.map((b) => b.backup_id)).toEqual(backups.slice(2, 4).map((b) => b.id));
-    expect(second.next_cursor).toEqual(expect.any(String));
-
-    const all = await cliJson<Listed>(['backup', 'list', '--vm', vmName, '--limit', '2', '--all']);
-    expect(all).toEqual({
-      backups: backups.map((b) => expect.objectContaining({ backup_id: b.id })),
-      next_cursor: null,
-    });
-    const replicated = await cliJson<{ replications: { job_id: string }[]; next_cursor: null }>([
-      'replicate',
-      'list',
-      '--vm',
-      vmName,
-      '--all',
-    ]);
-    expect(replicated.replications.map((r) => r.job_id)).toEqual(replications.map((r) => r.id));
-    const table = await cli(['replicate', 'list', '--vm', vmName]);
-    expect(table).toMatchObject({ code: 0, stderr: '' });
-    expect(table.stdout).toMatch(
-      new RegExp(`^${replications[0].id} +${vmName} +full +completed `, 'm'),
-    );
-
-    const tooMany = await cli(['vm', 'list', '--limit', '101']);
-    expect(tooMany.code).toBe(1);
-    expect(tooMany.stderr).toMatch(/^ {2}querystring\.limit: /m);
   });
 
   it('with --json --follow prints only the final job; a failed job exits 1 with its error', async () => {

@@ -34,13 +34,13 @@ describe('ledger: queries over NATS request/reply', () => {
         message: expect.stringContaining('must not be / or a system directory'),
       });
     }
-    expect((await world.ask('repositories.list', {})).items.map((r) => r.name)).toContain(name);
+    expect((await world.ask('repositories.list', {})).map((r) => r.name)).toContain(name);
     expect(await world.ask('repositories.get', { id: repo.id })).toEqual(repo);
     await expect(world.ask('repositories.get', { id: 'repo-none' })).rejects.toBeInstanceOf(
       NotFoundError,
     );
 
-    expect((await world.ask('policies.list', {})).items.map((p) => p.id)).toContain(refs.policyId);
+    expect((await world.ask('policies.list', {})).map((p) => p.id)).toContain(refs.policyId);
 
     const vmName = uniqueName('pgtest');
     const disks = [
@@ -191,8 +191,7 @@ describe('ledger: queries over NATS request/reply', () => {
     expect(await world.ask('chain-head', { vmName: lonely })).toBeNull();
 
     const listed = await world.ask('jobs.list', { vmName, status: 'completed' });
-    expect(listed.items.map((j) => j.jobId).sort()).toEqual([full, incr].sort());
-    expect(listed.nextCursor).toBeNull();
+    expect(listed.map((j) => j.jobId).sort()).toEqual([full, incr].sort());
     expect(await world.ask('jobs.get', { jobId: failed })).toMatchObject({
       status: 'failed',
       errorCode: 'COPY_FAILED',

@@ -76,21 +76,18 @@ const ledger: Partial<
   Record<QueryName, (request: { jobId: string; jobType: JobType }) => unknown>
 > = {
   'vms.create': () => vm,
-  'vms.list': () => ({ items: [vm], nextCursor: 'WyJ2bXMiLCJwZzAxIl0' }),
+  'vms.list': () => [vm],
   'vms.get': () => vm,
   'repositories.create': () => repository,
-  'repositories.list': () => ({ items: [repository], nextCursor: null }),
+  'repositories.list': () => [repository],
   'repositories.get': () => repository,
   'policies.create': () => policy,
-  'policies.list': () => ({ items: [policy], nextCursor: null }),
+  'policies.list': () => [policy],
   'chain-head': () => null,
   'chain-heads': () => [],
   'jobs.create': ({ jobId, jobType }) => ({ ...job(jobId, jobType), status: 'queued' }),
   'jobs.get': ({ jobId }) => job(jobId, jobTypeOf(jobId)),
-  'jobs.list': ({ jobType }) => ({
-    items: [job(`${jobType}-1`, jobType)],
-    nextCursor: 'WyJqb2JzIl0',
-  }),
+  'jobs.list': () => [job('backup-1', 'backup')],
 };
 
 const bus: Bus = {
@@ -144,19 +141,18 @@ describe("the CLI's client against the hub's app", () => {
           disks: [{ disk_key: 'disk-0', driver: 'qemu', path: '/vms/pg01.qcow2' }],
         }),
     ],
-    listVms: [() => cli.listVms(), () => cli.listVms({ limit: 1, cursor: 'WyJ2bXMiLCJwZzAxIl0' })],
+    listVms: [() => cli.listVms()],
     createRepository: [() => cli.createRepository({ name: 'main', path: '/srv/tidemark' })],
-    listRepositories: [() => cli.listRepositories({ limit: 100 })],
+    listRepositories: [() => cli.listRepositories()],
     createPolicy: [
       () => cli.createPolicy({ name: 'nightly', schedule: '0 2 * * *', retention_count: 7 }),
     ],
-    listPolicies: [() => cli.listPolicies({ cursor: 'WyJwb2xpY2llcyJd' })],
+    listPolicies: [() => cli.listPolicies()],
     startBackup: [() => cli.startBackup(start)],
     startReplication: [() => cli.startReplication(start)],
     getBackup: [() => cli.getBackup('backup-1')],
     getReplication: [() => cli.getReplication('replication-1')],
     listBackups: [() => cli.listBackups({ vm_name: 'pg01', status: 'running', limit: 5 })],
-    listReplications: [() => cli.listReplications({ cursor: 'WyJqb2JzIl0', limit: 2 })],
     cancelJob: [
       () => cli.cancelJob('backup', 'backup-1', 'wrong VM'),
       () => cli.cancelJob('replication', 'replication-1'),

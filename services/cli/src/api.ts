@@ -26,11 +26,8 @@ export type ReplicationJob = Answer<typeof routes.getReplication>;
 export type Job = BackupJob | ReplicationJob;
 export type JobDisk = Job['disks'][number];
 export type JobProgress = NonNullable<Job['progress']>;
-/** Which page of a list: `limit` items after `cursor` (a `next_cursor` the list answered). */
-export type PageRequest = Partial<z.output<typeof api.PageQuery>>;
-/** The query of `GET /api/v1/backups` and `/replications`, each part optional as the hub reads it. */
-export type JobFilter = Partial<z.output<typeof api.ListJobsQuery>>;
-export type BackupFilter = JobFilter;
+/** The query of `GET /api/v1/backups`, each part optional as the hub reads it. */
+export type BackupFilter = Partial<z.output<typeof api.ListBackupsQuery>>;
 /** The 202 answer to a cancel: the job shows `cancelled` once the ledger applied the event. */
 export type CancelAccepted = Answer<typeof routes.cancelBackup>;
 
@@ -58,7 +55,7 @@ export class ApiError extends Error {
     readonly status: number,
     message: string,
     readonly details: ApiErrorDetail[] = [],
-    /** From `Retry-After`: on a 503 the hub's dependencies did not answer, on a 429 it is rate-limiting. */
+    /** From `Retry-After` on a 503: the hub's dependencies did not answer. */
     readonly retryAfterSeconds: number | null = null,
   ) {
     super(message);
@@ -79,18 +76,17 @@ export class HubUnreachableError extends Error {
 
 export interface HubApi {
   createVm(vm: Body<typeof routes.createVm>): Promise<Vm>;
-  listVms(page?: PageRequest): Promise<Answer<typeof routes.listVms>>;
+  listVms(): Promise<Answer<typeof routes.listVms>>;
   createRepository(repo: Body<typeof routes.createRepository>): Promise<Repository>;
-  listRepositories(page?: PageRequest): Promise<Answer<typeof routes.listRepositories>>;
+  listRepositories(): Promise<Answer<typeof routes.listRepositories>>;
   createPolicy(policy: NewPolicy): Promise<Policy>;
-  listPolicies(page?: PageRequest): Promise<Answer<typeof routes.listPolicies>>;
+  listPolicies(): Promise<Answer<typeof routes.listPolicies>>;
   startBackup(request: StartJobRequest): Promise<AcceptedBackup>;
   /** Either job type (job_type says which). */
   getBackup(backupId: string): Promise<BackupJob>;
-  listBackups(filter?: JobFilter): Promise<Answer<typeof routes.listBackups>>;
+  listBackups(filter?: BackupFilter): Promise<Answer<typeof routes.listBackups>>;
   startReplication(request: StartJobRequest): Promise<AcceptedReplication>;
   getReplication(jobId: string): Promise<ReplicationJob>;
-  listReplications(filter?: JobFilter): Promise<Answer<typeof routes.listReplications>>;
   /** Asks for a queued or running job to stop (409 once it has ended). */
   cancelJob(jobType: JobType, jobId: string, reason?: string): Promise<CancelAccepted>;
 }
@@ -151,17 +147,16 @@ export function createHubApi(options: HubApiOptions): HubApi {
 
   return {
     createVm: (vm) => call(routes.createVm, { body: vm }),
-    listVms: (page = {}) => call(routes.listVms, { query: page }),
+    listVms: () => call(routes.listVms),
     createRepository: (repo) => call(routes.createRepository, { body: repo }),
-    listRepositories: (page = {}) => call(routes.listRepositories, { query: page }),
+    listRepositories: () => call(routes.listRepositories),
     createPolicy: (policy) => call(routes.createPolicy, { body: policy }),
-    listPolicies: (page = {}) => call(routes.listPolicies, { query: page }),
+    listPolicies: () => call(routes.listPolicies),
     startBackup: (req) => call(routes.startBackup, { body: req }),
     getBackup: (backupId) => call(routes.getBackup, { params: { backup_id: backupId } }),
     listBackups: (filter = {}) => call(routes.listBackups, { query: filter }),
     startReplication: (req) => call(routes.startReplication, { body: req }),
     getReplication: (jobId) => call(routes.getReplication, { params: { job_id: jobId } }),
-    listReplications: (filter = {}) => call(routes.listReplications, { query: filter }),
     cancelJob: (jobType, jobId, reason) => {
       const body = reason === undefined ? {} : { reason };
       return jobType === 'backup'

@@ -2,11 +2,10 @@
 import type { JobType } from '@tidemark/shared';
 import {
   jobIdOf,
+  type BackupFilter,
   type HubApi,
   type Job,
-  type JobFilter,
   type NewPolicy,
-  type PageRequest,
   type StartJobRequest,
   type VmDisk,
 } from './api';
@@ -36,56 +35,14 @@ function show(ctx: Context, document: unknown, view: () => string): void {
   ctx.stdout.write(ctx.json ? `${JSON.stringify(document, null, 2)}\n` : `${view()}\n`);
 }
 
-/** Which page of a list to show, or `all` to follow `next_cursor` to the end. */
-export interface ListOptions extends PageRequest {
-  all?: boolean;
-}
-
-type ListAnswer<K extends string, T> = { [key in K]: T[] } & { next_cursor: string | null };
-
-/**
- * Reads a list: the page asked for, or with `all` every page from there on, joined into one
- * answer (its `next_cursor` null). Each request stays one bounded page.
- */
-async function readList<K extends string, T>(
-  key: K,
-  options: ListOptions,
-  read: (page: PageRequest) => Promise<ListAnswer<K, T>>,
-): Promise<ListAnswer<K, T>> {
-  const { all, ...page } = options;
-  let answer = await read(page);
-  if (!all) return answer;
-  const items = [...answer[key]];
-  while (answer.next_cursor !== null) {
-    answer = await read({ ...page, cursor: answer.next_cursor });
-    items.push(...answer[key]);
-  }
-  return { [key]: items, next_cursor: null } as ListAnswer<K, T>;
-}
-
-/** Prints a list; a page with more after it says, on stderr, how to get the next one. */
-function showList<K extends string, T>(
-  ctx: Context,
-  key: K,
-  answer: ListAnswer<K, T>,
-  view: (items: T[]) => string,
-): void {
-  show(ctx, answer, () => view(answer[key]));
-  if (answer.next_cursor !== null && !ctx.json) {
-    ctx.stderr.write(
-      `more after these ${answer[key].length}: add --cursor ${answer.next_cursor} for the next page, or --all for every page\n`,
-    );
-  }
-}
-
 export async function addVm(ctx: Context, vmName: string, disks: VmDisk[]): Promise<void> {
   const vm = await ctx.api.createVm({ vm_name: vmName, disks });
   show(ctx, vm, () => vmAddedView(vm));
 }
 
-export async function listVms(ctx: Context, options: ListOptions = {}): Promise<void> {
-  const answer = await readList('vms', options, (page) => ctx.api.listVms(page));
-  showList(ctx, 'vms', answer, vmTable);
+export async function listVms(ctx: Context): Promise<void> {
+  const answer = await ctx.api.listVms();
+  show(ctx, answer, () => vmTable(answer.vms));
 }
 
 export async function addRepository(ctx: Context, name: string, path: string): Promise<void> {
@@ -93,9 +50,9 @@ export async function addRepository(ctx: Context, name: string, path: string): P
   show(ctx, repo, () => repositoryTable([repo]));
 }
 
-export async function listRepositories(ctx: Context, options: ListOptions = {}): Promise<void> {
-  const answer = await readList('repositories', options, (page) => ctx.api.listRepositories(page));
-  showList(ctx, 'repositories', answer, repositoryTable);
+export async function listRepositories(ctx: Context): Promise<void> {
+  const answer = await ctx.api.listRepositories();
+  show(ctx, answer, () => repositoryTable(answer.repositories));
 }
 
 export async function addPolicy(ctx: Context, policy: NewPolicy): Promise<void> {
@@ -103,9 +60,9 @@ export async function addPolicy(ctx: Context, policy: NewPolicy): Promise<void> 
   show(ctx, created, () => policyTable([created]));
 }
 
-export async function listPolicies(ctx: Context, options: ListOptions = {}): Promise<void> {
-  const answer = await readList('policies', options, (page) => ctx.api.listPolicies(page));
-  showList(ctx, 'policies', answer, policyTable);
+export async function listPolicies(ctx: Context): Promise<void> {
+  const answer = await ctx.api.listPolicies();
+  show(ctx, answer, () => policyTable(answer.policies));
 }
 
 export async function showJob(ctx: Context, jobType: JobType, jobId: string): Promise<void> {
@@ -114,29 +71,9 @@ export async function showJob(ctx: Context, jobType: JobType, jobId: string): Pr
   show(ctx, job, () => jobView(job));
 }
 
-/** Which jobs a job list shows; its paging is in `ListOptions`. */
-export type JobListFilter = Omit<JobFilter, 'limit' | 'cursor'>;
-
-export async function listBackups(
-  ctx: Context,
-  filter: JobListFilter,
-  options: ListOptions = {},
-): Promise<void> {
-  const answer = await readList('backups', options, (page) =>
-    ctx.api.listBackups({ ...filter, ...page }),
-  );
-  showList(ctx, 'backups', answer, (jobs) => jobTable(jobs, 'backups'));
-}
-
-export async function listReplications(
-  ctx: Context,
-  filter: JobListFilter,
-  options: ListOptions = {},
-): Promise<void> {
-  const answer = await readList('replications', options, (page) =>
-    ctx.api.listReplications({ ...filter, ...page }),
-  );
-  showList(ctx, 'replications', answer, (jobs) => jobTable(jobs, 'replications'));
+export async function listBackups(ctx: Context, filter: BackupFilter): Promise<void> {
+  const answer = await ctx.api.listBackups(filter);
+  show(ctx, answer, () => jobTable(answer.backups));
 }
 
 /** Asks the hub to cancel a job; prints that the cancel was accepted. */

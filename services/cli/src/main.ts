@@ -2,7 +2,7 @@
 // `tidemark`: the command line client of the hub's REST API. This file only wires commander to
 // the commands and turns errors into messages and exit codes.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { api, jobStatuses, PAGE_LIMIT_MAX, type JobStatus, type JobType } from '@tidemark/shared';
+import { api, jobStatuses, type JobStatus, type JobType } from '@tidemark/shared';
 import { ApiError, createHubApi, HubUnreachableError, type VmDisk } from './api';
 import * as commands from './commands';
 import { DEFAULT_HUB_URL, resolveConfig } from './config';
@@ -36,30 +36,6 @@ function positiveInteger(value: string): number {
   }
   return n;
 }
-
-interface PageOptions {
-  limit?: number;
-  cursor?: string;
-  all?: boolean;
-}
-
-/** `--limit`, `--cursor` and `--all`, on every list command. */
-function withPaging(cmd: Command): Command {
-  return cmd
-    .option(
-      '--limit <n>',
-      `at most n per page (the hub allows up to ${PAGE_LIMIT_MAX})`,
-      positiveInteger,
-    )
-    .option('--cursor <cursor>', 'start after the previous page: its next_cursor')
-    .option('--all', 'follow next_cursor to the end and show every page');
-}
-
-const pageOf = ({ limit, cursor, all }: PageOptions): commands.ListOptions => ({
-  ...(limit === undefined ? {} : { limit }),
-  ...(cursor === undefined ? {} : { cursor }),
-  ...(all ? { all: true } : {}),
-});
 
 interface StartOptions {
   repo: string;
@@ -109,22 +85,6 @@ function addStartCommand(parent: Command, jobType: JobType): void {
     );
 }
 
-/** `backup list` and `replicate list`. */
-function addJobListCommand(parent: Command, jobType: JobType): void {
-  withPaging(
-    parent
-      .command('list')
-      .description(`list ${jobType}s, newest first, a page at a time`)
-      .option('--vm <vm_name>', 'only this VM')
-      .addOption(new Option('--status <status>', 'only this status').choices(jobStatuses)),
-  ).action((opts: PageOptions & { vm?: string; status?: JobStatus }, cmd: Command) => {
-    const filter = { vm_name: opts.vm, status: opts.status };
-    return jobType === 'backup'
-      ? commands.listBackups(context(cmd), filter, pageOf(opts))
-      : commands.listReplications(context(cmd), filter, pageOf(opts));
-  });
-}
-
 function buildProgram(): Command {
   const program = new Command('tidemark')
     .description('Tidemark: block-level VM backups. A client of the hub REST API.')
@@ -143,9 +103,9 @@ function buildProgram(): Command {
     .action((vmName: string, opts: { disk: VmDisk[] }, cmd: Command) =>
       commands.addVm(context(cmd), vmName, opts.disk),
     );
-  withPaging(
-    vm.command('list').description('list registered VMs, by name, a page at a time'),
-  ).action((opts: PageOptions, cmd: Command) => commands.listVms(context(cmd), pageOf(opts)));
+  vm.command('list')
+    .description('list registered VMs')
+    .action((_opts: unknown, cmd: Command) => commands.listVms(context(cmd)));
 
   const repo = program.command('repo').description('create and list repositories');
   repo
@@ -156,9 +116,10 @@ function buildProgram(): Command {
     .action((name: string, path: string, _opts: unknown, cmd: Command) =>
       commands.addRepository(context(cmd), name, path),
     );
-  withPaging(repo.command('list').description('list repositories, a page at a time')).action(
-    (opts: PageOptions, cmd: Command) => commands.listRepositories(context(cmd), pageOf(opts)),
-  );
+  repo
+    .command('list')
+    .description('list repositories')
+    .action((_opts: unknown, cmd: Command) => commands.listRepositories(context(cmd)));
 
   const policy = program.command('policy').description('create and list backup policies');
   policy
@@ -174,9 +135,10 @@ function buildProgram(): Command {
         retention_count: opts.retention ?? null,
       }),
     );
-  withPaging(policy.command('list').description('list policies, a page at a time')).action(
-    (opts: PageOptions, cmd: Command) => commands.listPolicies(context(cmd), pageOf(opts)),
-  );
+  policy
+    .command('list')
+    .description('list policies')
+    .action((_opts: unknown, cmd: Command) => commands.listPolicies(context(cmd)));
 
   const backup = program.command('backup').description('start, cancel, show and list backups');
   addStartCommand(backup, 'backup');
@@ -188,11 +150,21 @@ function buildProgram(): Command {
     .action((id: string, _opts: unknown, cmd: Command) =>
       commands.showJob(context(cmd), 'backup', id),
     );
-  addJobListCommand(backup, 'backup');
+  backup
+    .command('list')
+    .description('list backups, newest first')
+    .option('--vm <vm_name>', 'only this VM')
+    .addOption(new Option('--status <status>', 'only this status').choices(jobStatuses))
+    .option('--limit <n>', 'at most n backups', positiveInteger)
+    .action((opts: { vm?: string; status?: JobStatus; limit?: number }, cmd: Command) =>
+      commands.listBackups(context(cmd), {
+        vm_name: opts.vm,
+        status: opts.status,
+        limit: opts.limit,
+      }),
+    );
 
-  const replicate = program
-    .command('replicate')
-    .description('start, cancel, show and list replications');
+  const replicate = program.command('replicate').description('start, cancel and show replications');
   addStartCommand(replicate, 'replication');
   addCancelCommand(replicate, 'replication');
   replicate
@@ -202,7 +174,6 @@ function buildProgram(): Command {
     .action((id: string, _opts: unknown, cmd: Command) =>
       commands.showJob(context(cmd), 'replication', id),
     );
-  addJobListCommand(replicate, 'replication');
 
   return program;
 }

@@ -188,8 +188,8 @@ export function jobView(job: Job): string {
   ].join('\n');
 }
 
-export function jobTable(jobs: Job[], what: 'backups' | 'replications' = 'backups'): string {
-  if (jobs.length === 0) return `no ${what}`;
+export function jobTable(jobs: Job[]): string {
+  if (jobs.length === 0) return 'no backups';
   return formatTable(
     ['ID', 'VM', 'TYPE', 'STATUS', 'TRANSFERRED', 'CREATED'],
     jobs.map((j) => [

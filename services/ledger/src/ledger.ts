@@ -11,7 +11,7 @@ import {
 import type { DataSource } from 'typeorm';
 import type { LedgerConfig } from './config';
 import { startEventConsumer, type EventConsumer } from './nats/event-consumer';
-import { maxPayloadOf, startQueryService } from './nats/query-service';
+import { startQueryService } from './nats/query-service';
 import { createDataSource, ensureDatabase } from './persistence/data-source';
 import type { Outcome } from './persistence/event-store';
 import { createQueries } from './queries';
@@ -64,12 +64,7 @@ export async function startLedger(
   }
   const jsm = await jetstreamManager(nc);
   await ensureStreams(jsm, topo);
-  const querySub = startQueryService(
-    nc,
-    topo,
-    createQueries(ds, { maxReplyBytes: () => maxPayloadOf(nc) }),
-    log,
-  );
+  const querySub = startQueryService(nc, topo, createQueries(ds), log);
   let consumer: EventConsumer;
   try {
     consumer = await startEventConsumer({

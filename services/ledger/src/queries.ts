@@ -6,7 +6,6 @@ import {
   knownFailure,
   makeEvent,
   type JobView,
-  type Page,
   type PolicyView,
   type QueryInput,
   type QueryName,
@@ -15,7 +14,6 @@ import {
   type VmView,
 } from '@tidemark/shared';
 import type { DataSource } from 'typeorm';
-import { decodeCursor, encodeCursor, fitPage } from './paging';
 import { applyEventsIsolating, errnoOf } from './persistence/event-store';
 import { PolicyEntity, RepositoryEntity, VmDiskEntity, VmEntity } from './persistence/entities';
 import { jobFromRows, jobView, type DiskRow, type JobRow } from './persistence/job-rows';
@@ -24,20 +22,8 @@ export type LedgerQueries = {
   [Q in QueryName]: (request: QueryInput<Q>) => Promise<QueryResults[Q]>;
 };
 
-export interface QueryOptions {
-  /** The largest reply the bus carries now (its max_payload): list pages stop short of it. */
-  maxReplyBytes?: () => number;
-}
-
-interface RegistryRow {
-  id: string;
-  name: string;
-  created_at: Date;
-}
-
 /** The ledger's answers to the hub; jobs are created through the same state machine as events. */
-export function createQueries(ds: DataSource, options: QueryOptions = {}): LedgerQueries {
-  const maxReplyBytes = options.maxReplyBytes ?? (() => Number.POSITIVE_INFINITY);
+export function createQueries(ds: DataSource): LedgerQueries {
   const repos = ds.getRepository(RepositoryEntity);
   const policies = ds.getRepository(PolicyEntity);
   const vms = ds.getRepository(VmEntity);
@@ -70,37 +56,6 @@ export function createQueries(ds: DataSource, options: QueryOptions = {}): Ledge
 
   async function loadJob(jobId: string): Promise<JobView | null> {
     return (await findJobs('id = ?', [jobId], 'id', 1))[0] ?? null;
-  }
-
-  /**
-   * A page of a registry table, oldest first (ties by id), after the cursor's row: keyset
-   * paging, so rows added meanwhile land on later pages and none is seen twice.
-   */
-  async function registryPage<R extends RegistryRow, V extends { id: string; createdAt: string }>(
-    list: 'repositories' | 'policies',
-    table: string,
-    view: (row: R) => V,
-    limit: number,
-    cursor: string | undefined,
-  ): Promise<Page<V>> {
-    let where = 'TRUE';
-    const params: unknown[] = [];
-    if (cursor) {
-      const [at, id] = decodeCursor(list, cursor);
-      where = 'created_at >= ? AND (created_at > ? OR id > ?)';
-      params.push(new Date(at), new Date(at), id);
-    }
-    const rows: R[] = await ds.query(
-      `SELECT * FROM ${table} WHERE ${where} ORDER BY created_at, id LIMIT ${Number(limit) + 1}`,
-      params,
-    );
-    return fitPage(
-      rows.map(view),
-      limit,
-      maxReplyBytes(),
-      (v) => encodeCursor(list, [v.createdAt, v.id]),
-      (v) => `${list === 'policies' ? 'policy' : 'repository'} ${v.id}`,
-    );
   }
 
   const repoView = (r: RepositoryEntity): RepositoryView => ({
@@ -202,33 +157,17 @@ export function createQueries(ds: DataSource, options: QueryOptions = {}): Ledge
       return job;
     },
 
-    /** Newest first (ties by id, descending too: one index scan); keyset paging after the cursor's job. */
-    async 'jobs.list'({ vmName, jobType, status, limit, cursor }) {
-      const filters: [string, unknown[]][] = [];
-      if (vmName) filters.push(['vm_name = ?', [vmName]]);
-      if (jobType) filters.push(['job_type = ?', [jobType]]);
-      if (status) filters.push(['status = ?', [status]]);
-      if (cursor) {
-        const [at, id] = decodeCursor('jobs', cursor);
-        // A range on created_at the index serves, then the ties after the cursor's id.
-        filters.push([
-          'created_at <= ? AND (created_at < ? OR id < ?)',
-          [new Date(at), new Date(at), id],
-        ]);
-      }
+    async 'jobs.list'({ vmName, jobType, status, limit }) {
+      const filters: [string, unknown][] = [];
+      if (vmName) filters.push(['vm_name = ?', vmName]);
+      if (jobType) filters.push(['job_type = ?', jobType]);
+      if (status) filters.push(['status = ?', status]);
       const where = filters.length ? filters.map(([sql]) => sql).join(' AND ') : 'TRUE';
-      const jobs = await findJobs(
+      return findJobs(
         where,
-        filters.flatMap(([, v]) => v),
-        'created_at DESC, id DESC',
-        limit + 1,
-      );
-      return fitPage(
-        jobs,
+        filters.map(([, v]) => v),
+        'created_at DESC, id',
         limit,
-        maxReplyBytes(),
-        (j) => encodeCursor('jobs', [j.createdAt, j.jobId]),
-        (j) => `job ${j.jobId}`,
       );
     },
 
@@ -271,19 +210,8 @@ export function createQueries(ds: DataSource, options: QueryOptions = {}): Ledge
       return repoView(repo);
     },
 
-    async 'repositories.list'({ limit, cursor }) {
-      return registryPage(
-        'repositories',
-        'backup_repositories',
-        (r: RegistryRow & { path: string }) => ({
-          id: r.id,
-          name: r.name,
-          path: r.path,
-          createdAt: r.created_at.toISOString(),
-        }),
-        limit,
-        cursor,
-      );
+    async 'repositories.list'() {
+      return (await repos.find({ order: { createdAt: 'ASC' } })).map(repoView);
     },
 
     async 'policies.create'(req) {
@@ -296,20 +224,8 @@ export function createQueries(ds: DataSource, options: QueryOptions = {}): Ledge
       return policyView(row);
     },
 
-    async 'policies.list'({ limit, cursor }) {
-      return registryPage(
-        'policies',
-        'backup_policies',
-        (p: RegistryRow & { schedule: string | null; retention_count: number | null }) => ({
-          id: p.id,
-          name: p.name,
-          schedule: p.schedule,
-          retentionCount: p.retention_count,
-          createdAt: p.created_at.toISOString(),
-        }),
-        limit,
-        cursor,
-      );
+    async 'policies.list'() {
+      return (await policies.find({ order: { createdAt: 'ASC' } })).map(policyView);
     },
 
     async 'vms.create'({ vmName, disks }) {
@@ -361,36 +277,8 @@ export function createQueries(ds: DataSource, options: QueryOptions = {}): Ledge
       return vmView(vm);
     },
 
-    /** By name; keyset paging after the cursor's VM. */
-    async 'vms.list'({ limit, cursor }) {
-      const after = cursor ? decodeCursor('vms', cursor)[0] : null;
-      const rows: { vm_name: string; created_at: Date }[] = await ds.query(
-        `SELECT vm_name, created_at FROM vm_contexts ${after === null ? '' : 'WHERE vm_name > ?'}
-         ORDER BY vm_name LIMIT ${Number(limit) + 1}`,
-        after === null ? [] : [after],
-      );
-      const disks: { vm_name: string; disk_key: string; driver: string; path: string }[] =
-        rows.length === 0
-          ? []
-          : await ds.query(
-              `SELECT vm_name, disk_key, driver, path FROM vm_disks
-               WHERE vm_name IN (${rows.map(() => '?').join(', ')}) ORDER BY vm_name, position`,
-              rows.map((r) => r.vm_name),
-            );
-      const views = rows.map((r): VmView => ({
-        vmName: r.vm_name,
-        disks: disks
-          .filter((d) => d.vm_name === r.vm_name)
-          .map((d) => ({ diskKey: d.disk_key, driver: d.driver, path: d.path })),
-        createdAt: r.created_at.toISOString(),
-      }));
-      return fitPage(
-        views,
-        limit,
-        maxReplyBytes(),
-        (v) => encodeCursor('vms', [v.vmName]),
-        (v) => `VM ${v.vmName}`,
-      );
+    async 'vms.list'() {
+      return (await vms.find({ relations: { disks: true }, order: { vmName: 'ASC' } })).map(vmView);
     },
   };
 }

@@ -32,9 +32,8 @@ export const routes = {
   listVms: {
     method: 'GET',
     path: '/api/v1/vms',
-    querystring: wire.PageQuery,
     response: { 200: wire.VmList },
-    errors: [400, 401, 503],
+    errors: [401, 503],
   },
   updateVm: {
     method: 'PUT',
@@ -54,9 +53,8 @@ export const routes = {
   listRepositories: {
     method: 'GET',
     path: '/api/v1/repositories',
-    querystring: wire.PageQuery,
     response: { 200: wire.RepositoryList },
-    errors: [400, 401, 503],
+    errors: [401, 503],
   },
   createPolicy: {
     method: 'POST',
@@ -68,9 +66,8 @@ export const routes = {
   listPolicies: {
     method: 'GET',
     path: '/api/v1/policies',
-    querystring: wire.PageQuery,
     response: { 200: wire.PolicyList },
-    errors: [400, 401, 503],
+    errors: [401, 503],
   },
 
   startBackup: {
@@ -106,13 +103,6 @@ export const routes = {
     path: '/api/v1/backups',
     querystring: wire.ListBackupsQuery,
     response: { 200: wire.BackupList },
-    errors: [400, 401, 503],
-  },
-  listReplications: {
-    method: 'GET',
-    path: '/api/v1/replications',
-    querystring: wire.ListJobsQuery,
-    response: { 200: wire.ReplicationList },
     errors: [400, 401, 503],
   },
   cancelBackup: {

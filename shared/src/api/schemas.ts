@@ -4,7 +4,6 @@
 import { z } from 'zod';
 import { ByteCount, ChangeId, DiskKey, DiskSource, JobId, RecordId, VmName } from '../events/ids';
 import { BackupType, backupTypes, jobTypes } from '../events/schemas';
-import { Cursor, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX } from '../paging';
 import { jobStatuses } from '../queries';
 import { RepositoryRoot } from '../system-dirs';
 
@@ -30,31 +29,6 @@ export const ErrorBody = z
   .meta({ id: 'Error' });
 
 export const Health = z.object({ status: z.literal('ok') });
-
-// --- paging ---------------------------------------------------------------------------------
-
-const pageQueryFields = {
-  limit: z.coerce
-    .number()
-    .int()
-    .min(1)
-    .max(PAGE_LIMIT_MAX)
-    .default(PAGE_LIMIT_DEFAULT)
-    .describe(`Items per page, at most ${PAGE_LIMIT_MAX} (default ${PAGE_LIMIT_DEFAULT})`),
-  cursor: Cursor.optional().describe(
-    "The previous page's next_cursor; leave out for the first page",
-  ),
-};
-
-/** The query of every list: one page at a time (see `next_cursor`). */
-export const PageQuery = z.strictObject(pageQueryFields);
-
-const nextCursor = z
-  .string()
-  .nullable()
-  .describe(
-    'Pass as cursor for the next page; null on the last. A page may hold fewer than limit items and still have a next one',
-  );
 
 // --- registry -------------------------------------------------------------------------------
 
@@ -91,7 +65,7 @@ export const Vm = z
     created_at: z.string(),
   })
   .meta({ id: 'Vm' });
-export const VmList = z.object({ vms: z.array(Vm), next_cursor: nextCursor });
+export const VmList = z.object({ vms: z.array(Vm) });
 
 export const CreateRepositoryBody = z.strictObject({
   name: z.string().min(1).max(128),
@@ -103,10 +77,7 @@ export const CreateRepositoryBody = z.strictObject({
 export const Repository = z
   .object({ id: z.string(), name: z.string(), path: z.string(), created_at: z.string() })
   .meta({ id: 'Repository' });
-export const RepositoryList = z.object({
-  repositories: z.array(Repository),
-  next_cursor: nextCursor,
-});
+export const RepositoryList = z.object({ repositories: z.array(Repository) });
 
 export const CreatePolicyBody = z.strictObject({
   name: z.string().min(1).max(128),
@@ -130,7 +101,7 @@ export const Policy = z
     created_at: z.string(),
   })
   .meta({ id: 'Policy' });
-export const PolicyList = z.object({ policies: z.array(Policy), next_cursor: nextCursor });
+export const PolicyList = z.object({ policies: z.array(Policy) });
 
 // --- jobs -----------------------------------------------------------------------------------
 
@@ -231,22 +202,16 @@ export const BackupJob = z
 export const ReplicationJob = z
   .object({ job_id: z.string(), ...jobFields })
   .meta({ id: 'ReplicationJob' });
-export const BackupList = z.object({ backups: z.array(BackupJob), next_cursor: nextCursor });
-export const ReplicationList = z.object({
-  replications: z.array(ReplicationJob),
-  next_cursor: nextCursor,
-});
+export const BackupList = z.object({ backups: z.array(BackupJob) });
 
 export const BackupParams = z.strictObject({ backup_id: JobId });
 export const ReplicationParams = z.strictObject({ job_id: JobId });
 
-/** The query of `GET /api/v1/backups` and `GET /api/v1/replications`: newest first. */
-export const ListJobsQuery = z.strictObject({
+export const ListBackupsQuery = z.strictObject({
   vm_name: VmName.optional(),
   status: z.enum(jobStatuses).optional(),
-  ...pageQueryFields,
+  limit: z.coerce.number().int().min(1).max(1000).default(50),
 });
-export const ListBackupsQuery = ListJobsQuery;
 
 export const CancelJobBody = z
   .strictObject({

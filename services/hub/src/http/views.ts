@@ -4,14 +4,6 @@ import type { z } from 'zod';
 import type { PublishedJobEvent, StartedJob } from '../jobs/start-job';
 
 type Wire<S extends z.ZodType> = z.output<S>;
-
-/** What every list route says about its paging in the OpenAPI document. */
-export const pageDescription =
-  'One page at a time: `limit` items at most (up to 100, default 50; more is a 400 naming `limit`), ' +
-  'then `next_cursor`, to pass as `cursor` for the next page (null on the last). Keyset paging: ' +
-  'rows added meanwhile never shift a page. A page may hold fewer than `limit` items and still ' +
-  'have a next one (a reply never exceeds what the bus carries). A cursor this list did not ' +
-  'give is a 400 naming `cursor`.';
 type JobFields = Omit<Wire<typeof wire.BackupJob>, 'backup_id'>;
 type AcceptedFields = Omit<Wire<typeof wire.AcceptedBackup>, 'backup_id'>;
 

@@ -6,7 +6,7 @@ import { contractRoute } from '../contract-route';
 import type { IssuePathConfig } from '../errors';
 import type { HubApp } from '../hub-app';
 import { tagJob } from '../job-log';
-import { acceptedFields, eventAcceptedView, jobFields, pageDescription } from '../views';
+import { acceptedFields, eventAcceptedView, jobFields } from '../views';
 
 const { routes } = api;
 type StartBody = z.output<typeof api.StartJobBody>;
@@ -83,53 +83,23 @@ export function jobRoutes(app: HubApp, deps: JobDeps): void {
     },
   });
 
-  /** Where the ledger's issues about a list's query appear on the wire. */
-  const listIssuePaths = {
-    issuePaths: {
-      vmName: 'querystring.vm_name',
-      status: 'querystring.status',
-      limit: 'querystring.limit',
-      cursor: 'querystring.cursor',
-    },
-  } satisfies IssuePathConfig;
-  const listJobs = (jobType: JobType, query: z.output<typeof api.ListJobsQuery>) =>
-    bus.ask('jobs.list', {
-      vmName: query.vm_name,
-      status: query.status,
-      limit: query.limit,
-      cursor: query.cursor,
-      jobType,
-    });
-
   app.route({
     ...contractRoute(routes.listBackups, {
       tags: ['backups'],
-      summary: 'Backup jobs, newest first, a page at a time',
-      description: pageDescription,
+      summary: 'Backup jobs, newest first',
     }),
-    config: listIssuePaths,
+    config: {
+      issuePaths: { vmName: 'querystring.vm_name', status: 'querystring.status' },
+    } satisfies IssuePathConfig,
     handler: async (request) => {
-      const page = await listJobs(JobType.Backup, request.query);
-      return {
-        backups: page.items.map((job) => ({ backup_id: job.jobId, ...jobFields(job) })),
-        next_cursor: page.nextCursor,
-      };
-    },
-  });
-
-  app.route({
-    ...contractRoute(routes.listReplications, {
-      tags: ['replications'],
-      summary: 'Replication jobs, newest first, a page at a time',
-      description: pageDescription,
-    }),
-    config: listIssuePaths,
-    handler: async (request) => {
-      const page = await listJobs(JobType.Replication, request.query);
-      return {
-        replications: page.items.map((job) => ({ job_id: job.jobId, ...jobFields(job) })),
-        next_cursor: page.nextCursor,
-      };
+      const { vm_name, status, limit } = request.query;
+      const jobs = await bus.ask('jobs.list', {
+        vmName: vm_name,
+        status,
+        limit,
+        jobType: JobType.Backup,
+      });
+      return { backups: jobs.map((job) => ({ backup_id: job.jobId, ...jobFields(job) })) };
     },
   });
 

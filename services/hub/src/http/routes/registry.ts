@@ -2,15 +2,9 @@ import { api } from '@tidemark/shared';
 import type { JobDeps } from '../../jobs/start-job';
 import { contractRoute } from '../contract-route';
 import type { HubApp } from '../hub-app';
-import type { IssuePathConfig } from '../errors';
-import { pageDescription, policyWire, repositoryWire, vmWire } from '../views';
+import { policyWire, repositoryWire, vmWire } from '../views';
 
 const { routes } = api;
-
-/** Where the ledger's issues about a page's query appear on the wire. */
-const pageIssuePaths = {
-  issuePaths: { limit: 'querystring.limit', cursor: 'querystring.cursor' },
-} satisfies IssuePathConfig;
 
 /** VMs, repositories and policies: stored by the ledger, passed through. */
 export function registryRoutes(app: HubApp, { bus }: JobDeps): void {
@@ -47,16 +41,8 @@ export function registryRoutes(app: HubApp, { bus }: JobDeps): void {
   });
 
   app.route({
-    ...contractRoute(routes.listVms, {
-      tags: ['vms'],
-      summary: 'Registered VMs, by name, a page at a time',
-      description: pageDescription,
-    }),
-    config: pageIssuePaths,
-    handler: async (request) => {
-      const page = await bus.ask('vms.list', request.query);
-      return { vms: page.items.map(vmWire), next_cursor: page.nextCursor };
-    },
+    ...contractRoute(routes.listVms, { tags: ['vms'], summary: 'List registered VMs' }),
+    handler: async () => ({ vms: (await bus.ask('vms.list', {})).map(vmWire) }),
   });
 
   app.route({
@@ -73,14 +59,11 @@ export function registryRoutes(app: HubApp, { bus }: JobDeps): void {
   app.route({
     ...contractRoute(routes.listRepositories, {
       tags: ['repositories'],
-      summary: 'Repositories, oldest first, a page at a time',
-      description: pageDescription,
+      summary: 'List repositories',
     }),
-    config: pageIssuePaths,
-    handler: async (request) => {
-      const page = await bus.ask('repositories.list', request.query);
-      return { repositories: page.items.map(repositoryWire), next_cursor: page.nextCursor };
-    },
+    handler: async () => ({
+      repositories: (await bus.ask('repositories.list', {})).map(repositoryWire),
+    }),
   });
 
   app.route({
@@ -100,15 +83,7 @@ export function registryRoutes(app: HubApp, { bus }: JobDeps): void {
   });
 
   app.route({
-    ...contractRoute(routes.listPolicies, {
-      tags: ['policies'],
-      summary: 'Policies, oldest first, a page at a time',
-      description: pageDescription,
-    }),
-    config: pageIssuePaths,
-    handler: async (request) => {
-      const page = await bus.ask('policies.list', request.query);
-      return { policies: page.items.map(policyWire), next_cursor: page.nextCursor };
-    },
+    ...contractRoute(routes.listPolicies, { tags: ['policies'], summary: 'List policies' }),
+    handler: async () => ({ policies: (await bus.ask('policies.list', {})).map(policyWire) }),
   });
 }
