@@ -19,6 +19,7 @@ import {
   sameContent,
   startStorageDaemon,
   tempDir,
+  type StorageDaemon,
   trackingBitmap,
   writeDisk,
 } from '../support/disks';
@@ -174,6 +175,25 @@ async function runnerProcessMidCopy(env: Record<string, string>) {
   await startFull(jobId, vm, { source, target });
   await midCopy(jobId);
   return { a, source, target, jobId };
+}
+
+/** What a running disk's daemon holds: its exports, block jobs and tidemark block nodes. */
+async function daemonObjects(daemon: StorageDaemon) {
+  const qmp = await QmpClient.connect(daemon.qmpSocket);
+  try {
+    const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
+    const jobs = await qmp.execute<unknown[]>('query-block-jobs');
+    const nodes = await qmp.execute<Array<{ 'node-name': string }>>('query-named-block-nodes', {
+      flat: true,
+    });
+    return {
+      exports: exports.map((e) => e.id),
+      jobs,
+      nodes: nodes.map((n) => n['node-name']).filter((n) => n.startsWith('tidemark')),
+    };
+  } finally {
+    await qmp.close();
+  }
 }
 
 describe('appliance-runner', () => {
@@ -627,21 +647,7 @@ describe('appliance-runner', () => {
       await waitFor('runner idle', async () => r.running() === 0, 30_000);
       expect(r.stats()).toMatchObject({ started: 1, completed: 0, failed: 1 });
       expect(existsSync(target)).toBe(false);
-      const qmp = await QmpClient.connect(daemon.qmpSocket);
-      try {
-        const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
-        const jobs = await qmp.execute<unknown[]>('query-block-jobs');
-        const nodes = await qmp.execute<Array<{ 'node-name': string }>>('query-named-block-nodes', {
-          flat: true,
-        });
-        expect({
-          exports: exports.map((e) => e.id),
-          jobs,
-          nodes: nodes.map((n) => n['node-name']).filter((n) => n.startsWith('tidemark')),
-        }).toEqual({ exports: ['guest'], jobs: [], nodes: [] });
-      } finally {
-        await qmp.close();
-      }
+      expect(await daemonObjects(daemon)).toEqual({ exports: ['guest'], jobs: [], nodes: [] });
       expect(filesUnder(tmp.dir, /^fleece-.*\.qcow2$/)).toEqual([]);
     } finally {
       await daemon.stop('SIGKILL');
@@ -674,21 +680,7 @@ describe('appliance-runner', () => {
       await world.waitForJob(jobId, (j) => j.status === 'failed', 30_000);
       await waitFor('runner idle', async () => r.running() === 0, 30_000);
       expect(await world.job(jobId)).toMatchObject({ error_code: 'CLIENT_EXITED' });
-      const qmp = await QmpClient.connect(daemon.qmpSocket);
-      try {
-        const exports = await qmp.execute<Array<{ id: string }>>('query-block-exports');
-        const jobs = await qmp.execute<unknown[]>('query-block-jobs');
-        const nodes = await qmp.execute<Array<{ 'node-name': string }>>('query-named-block-nodes', {
-          flat: true,
-        });
-        expect({
-          exports: exports.map((e) => e.id),
-          jobs,
-          nodes: nodes.map((n) => n['node-name']).filter((n) => n.startsWith('tidemark')),
-        }).toEqual({ exports: ['guest'], jobs: [], nodes: [] });
-      } finally {
-        await qmp.close();
-      }
+      expect(await daemonObjects(daemon)).toEqual({ exports: ['guest'], jobs: [], nodes: [] });
       expect(filesUnder(tmp.dir, /^fleece-.*\.qcow2$/)).toEqual([]);
       // The disk's tracking is free for the next job: a backup of it completes.
       const nextId = uniqueName('job-');
